@@ -1,0 +1,27 @@
+"""Flags shared by the subcommands that load a job config."""
+
+from __future__ import annotations
+
+import argparse
+
+from refinery.config import PROFILES
+
+
+def add_config_flags(parser: argparse.ArgumentParser, default_config: str | None = None) -> None:
+    parser.add_argument(
+        "--config", default=default_config, help=f"job config YAML (default: {default_config})"
+    )
+    parser.add_argument(
+        "--profile",
+        default=None,
+        help=f"runtime profile: {' | '.join(PROFILES)} or a YAML path "
+        "(default: cluster when RAY_ADDRESS is set, else local)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override one config value, checked against the config model (repeatable)",
+    )

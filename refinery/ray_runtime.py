@@ -1,0 +1,31 @@
+"""Joining a Ray cluster or starting a local one, the same way for every job."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from refinery.config import RayConfig
+
+
+def ray_address(cfg: RayConfig) -> str | None:
+    """The cluster to join: the config's address, else RAY_ADDRESS, else None (a new local Ray)."""
+    return cfg.address or os.environ.get("RAY_ADDRESS") or None
+
+
+def init_ray(cfg: RayConfig, **overrides: Any) -> None:
+    """ray.init once per process; later calls are no-ops, so jobs compose inside one driver."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"namespace": cfg.namespace, "log_to_driver": True}
+    if cfg.runtime_env:
+        kwargs["runtime_env"] = cfg.runtime_env
+    address = ray_address(cfg)
+    if address:
+        kwargs["address"] = address
+    else:
+        kwargs["num_cpus"] = cfg.num_cpus
+    kwargs.update(overrides)
+    ray.init(**kwargs)
