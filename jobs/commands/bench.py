@@ -1,0 +1,26 @@
+"""`refinery bench NAME`: the side-by-side benchmarks in bench/, each a module with
+`add_arguments(parser)` and `main(args) -> int` that prints a table and a JSON line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+# Name -> module in bench/. The CLI imports each to build --help, so a bench module imports
+# its heavy dependencies inside main().
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    # "index": ("bench.index", "vectorindex against FAISS, hnswlib and NumPy"),
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("bench", help="run a side-by-side benchmark from bench/")
+    names = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    for name, (module, help_text) in BENCHMARKS.items():
+        sub = names.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(func=_runner(module))
+        importlib.import_module(module).add_arguments(sub)
+
+
+def _runner(module: str):
+    return lambda args: importlib.import_module(module).main(args)
