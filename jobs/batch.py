@@ -79,7 +79,9 @@ def run_batch_job(job: BatchJob, cfg: JobConfig) -> RunStats:
     runner = job.load_runner()
     init_ray(cfg.runtime.ray)
     runtime = cfg.runtime
-    with tracked_run(job.name, runtime.tracking, runtime.storage, cfg.model_dump(mode="json")) as tracker:
+    with tracked_run(
+        job.name, runtime.tracking, runtime.storage, cfg.model_dump(mode="json")
+    ) as tracker:
         stats = RunStats(job.name, run_id=tracker.run_id)
         try:
             runner(cfg, stats, tracker)

@@ -32,7 +32,8 @@ class StrictModel(BaseModel):
 
 class RayConfig(StrictModel):
     address: str | None = Field(
-        None, description="Cluster to join ('auto', 'ray://host:10001'); None: RAY_ADDRESS or a new local Ray"
+        None,
+        description="Cluster to join ('auto', 'ray://host:10001'); None: RAY_ADDRESS or new local",
     )
     num_cpus: int | None = Field(None, ge=1, description="Logical CPUs of a new local Ray")
     namespace: str = "refinery"
@@ -41,19 +42,22 @@ class RayConfig(StrictModel):
 
 class TrackingConfig(StrictModel):
     uri: str | None = Field(
-        None, description="MLflow tracking URI; None: MLFLOW_TRACKING_URI or sqlite under storage.root"
+        None,
+        description="MLflow tracking URI; None: MLFLOW_TRACKING_URI or sqlite under storage.root",
     )
     experiment: str = "refinery"
 
 
 class StorageConfig(StrictModel):
-    root: str = Field(".refinery", description="Local state: MLflow store, built models, Qdrant files")
+    root: str = Field(
+        ".refinery", description="Local state: MLflow store, built models, Qdrant files"
+    )
 
 
 class EmbeddingConfig(StrictModel):
     model: str = Field(
         "all-MiniLM-L6-v2",
-        description="sentence-transformers model directory, or all-MiniLM-L6-v2 (shipped in a package)",
+        description="sentence-transformers model directory, or all-MiniLM-L6-v2 (from a package)",
     )
     device: str = "cpu"
     batch_size: int = Field(32, ge=1)
@@ -61,7 +65,9 @@ class EmbeddingConfig(StrictModel):
 
 
 class LLMConfig(StrictModel):
-    model: str = Field("tiny", description="Hugging Face model directory, or 'tiny' (built locally)")
+    model: str = Field(
+        "tiny", description="Hugging Face model directory, or 'tiny' (built locally)"
+    )
     dtype: str = "bfloat16"
     max_model_len: int = Field(256, ge=16)
     gpu_memory_utilization: float = Field(
@@ -73,7 +79,9 @@ class LLMConfig(StrictModel):
 
 class QdrantConfig(StrictModel):
     enabled: bool = False
-    url: str | None = Field(None, description="Qdrant server; None: embedded mode under storage.root")
+    url: str | None = Field(
+        None, description="Qdrant server; None: embedded mode under storage.root"
+    )
     collection: str = "refinery"
 
 

@@ -96,7 +96,12 @@ def build_tiny_llama(output: str | Path, seed: int = 0, vocab_size: int = 512) -
     """Write the model directory (idempotent: an existing build of the same seed is kept)."""
     out = Path(output).expanduser().resolve()
     marker = out / "refinery_tiny.json"
-    spec = {"name": TINY_MODEL_NAME, "format": FORMAT_VERSION, "seed": seed, "vocab_size": vocab_size}
+    spec = {
+        "name": TINY_MODEL_NAME,
+        "format": FORMAT_VERSION,
+        "seed": seed,
+        "vocab_size": vocab_size,
+    }
     if marker.is_file() and json.loads(marker.read_text()) == spec:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)

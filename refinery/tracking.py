@@ -1,4 +1,4 @@
-"""MLflow tracking shared by every job: params, metrics, artifacts, and FAILED runs with their error.
+"""MLflow tracking shared by every job: params, metrics, artifacts, FAILED runs with their error.
 
 The default store is a sqlite file under the storage root, so a laptop needs no server;
 MLFLOW_TRACKING_URI (or tracking.uri in the config) points every job at a team server.

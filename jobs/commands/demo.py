@@ -12,7 +12,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo", help="start a local Ray and run every job end to end on embedded data"
     )
-    parser.add_argument("--output", default=".refinery/demo", help="where the demo writes its outputs")
+    parser.add_argument(
+        "--output", default=".refinery/demo", help="where the demo writes its outputs"
+    )
     parser.add_argument("--profile", default="local", help="runtime profile (default: local)")
     parser.set_defaults(func=_demo)
 

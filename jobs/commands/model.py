@@ -16,7 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "tiny", help="build the tiny random-weight Llama (tokenizer trained locally, chat template)"
     )
     tiny.add_argument(
-        "--output", default=None, help=f"model directory (default: STORAGE_ROOT/models/{TINY_MODEL_NAME})"
+        "--output",
+        default=None,
+        help=f"model directory (default: STORAGE_ROOT/models/{TINY_MODEL_NAME})",
     )
     tiny.add_argument("--seed", type=int, default=0, help="weights seed (same seed, same model)")
     tiny.add_argument("--profile", default=None, help="runtime profile giving the storage root")
@@ -24,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _tiny(args: argparse.Namespace) -> int:
-    output = args.output or Path(load_runtime(args.profile).storage.root) / "models" / TINY_MODEL_NAME
+    output = (
+        args.output or Path(load_runtime(args.profile).storage.root) / "models" / TINY_MODEL_NAME
+    )
     print(build_tiny_llama(output, seed=args.seed))
     return 0

@@ -1,4 +1,4 @@
-"""The `refinery` console script: every subcommand has --help, config errors exit 2 with the key path."""
+"""The `refinery` console script: --help everywhere, config errors exit 2 with a key path."""
 
 from __future__ import annotations
 

@@ -23,7 +23,9 @@ def test_flatten_nested_params() -> None:
     assert flat == {"a.b": "1", "a.c.d": "x", "e": "[1, 2]", "f": "{}"}
 
 
-def test_env_overrides_default_store(runtime: RuntimeConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_overrides_default_store(
+    runtime: RuntimeConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert tracking_uri(runtime.tracking, runtime.storage).startswith("sqlite:///")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
     assert tracking_uri(runtime.tracking, runtime.storage) == "http://mlflow.internal:5000"
