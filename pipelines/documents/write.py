@@ -1,0 +1,149 @@
+"""Write: Parquet under DIR/documents/, the index snapshot and manifest under DIR/index/,
+and the Qdrant upsert when configured."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from pipelines.documents import qdrant
+from pipelines.documents.config import WriteConfig
+from pipelines.documents.steps import RunContext
+from refinery.storage import resolve, write_text
+
+if TYPE_CHECKING:
+    from ray.data import Dataset
+
+
+def index_id(chunk_id: str) -> int:
+    """A stable non-negative int64 for the index (it stores integer ids)."""
+    return int.from_bytes(hashlib.blake2b(chunk_id.encode(), digest_size=8).digest(), "little") >> 1
+
+
+def _add_index_id(table: pa.Table) -> pa.Table:
+    ids = [index_id(x) for x in table["id"].to_pylist()]
+    return table.append_column("index_id", pa.array(ids, pa.int64()))
+
+
+def _clear(path: str) -> None:
+    """Empty the folder first: Ray names its files at random, so old ones would stay."""
+    fs, inner = resolve(path)
+    if fs.get_file_info(inner).type == pafs.FileType.Directory:
+        fs.delete_dir_contents(inner)
+
+
+class Fingerprint:
+    """Order-independent corpus fingerprint: sha256 over the sorted (id, text hash) lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, table: pa.Table) -> None:
+        for chunk_id, text in zip(table["id"].to_pylist(), table["text"].to_pylist(), strict=True):
+            self.lines.append(f"{chunk_id}\t{hashlib.blake2b(text.encode()).hexdigest()}")
+
+    def hexdigest(self) -> str:
+        return hashlib.sha256("\n".join(sorted(self.lines)).encode()).hexdigest()
+
+
+class IndexWriter:
+    """vectorindex.IndexFlatIP filled batch by batch, saved under DIR/index/."""
+
+    def __init__(self, dim: int) -> None:
+        import vectorindex
+
+        self.index = vectorindex.IndexFlatIP(dim)
+
+    def add(self, table: pa.Table) -> None:
+        vectors = np.asarray(table["vector"].to_pylist(), dtype=np.float32)
+        self.index.add_with_ids(vectors, table["index_id"].to_numpy())
+
+    def save(self, path: str) -> None:
+        fs, inner = resolve(path)
+        if isinstance(fs, pafs.LocalFileSystem):
+            self.index.save(inner)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / "index"
+            self.index.save(str(local))
+            pafs.copy_files(str(local), inner, source_filesystem=pafs.LocalFileSystem(),
+                            destination_filesystem=fs)  # fmt: skip
+
+
+def vectorindex_available() -> bool:
+    try:
+        import vectorindex
+    except ImportError:
+        return False
+    return hasattr(vectorindex, "IndexFlatIP")
+
+
+def write_outputs(ds: Dataset, cfg: WriteConfig, ctx: RunContext) -> dict[str, Any]:
+    """Write everything; returns the output paths and the manifest."""
+    out = ctx.output.rstrip("/")
+    documents = f"{out}/documents"
+    with ctx.stats.timed("write") as step:
+        rows = ds.map_batches(_add_index_id, batch_format="pyarrow").materialize()
+        step.rows_in += rows.count()
+        _clear(documents)
+        rows.write_parquet(documents)
+        has_vectors = "vector" in rows.schema().names
+        dim = _dimension(rows) if has_vectors else None
+        index = IndexWriter(dim) if has_vectors and cfg.index and vectorindex_available() else None
+        client = None
+        if has_vectors and ctx.runtime.qdrant.enabled:
+            client = qdrant.connect(ctx.runtime.qdrant, ctx.runtime.storage.root)
+            qdrant.ensure_collection(client, ctx.runtime.qdrant.collection, dim)
+        fingerprint = Fingerprint()
+        upserted = 0
+        try:
+            for table in rows.iter_batches(batch_format="pyarrow", batch_size=4096):
+                fingerprint.add(table)
+                if index is not None:
+                    index.add(table)
+                if client is not None:
+                    upserted += qdrant.upsert(
+                        client, ctx.runtime.qdrant.collection, [table],
+                        cfg.qdrant_batch_size, cfg.qdrant_retries,
+                    )  # fmt: skip
+        finally:
+            if client is not None:
+                client.close()
+        step.rows_out += step.rows_in
+        index_path = f"{out}/index/index.bin" if index is not None else None
+        if index is not None:
+            index.save(index_path)
+        manifest = {
+            "model": ctx.runtime.embedding.model if has_vectors else None,
+            "dimension": dim,
+            "metric": cfg.metric,
+            "count": step.rows_in,
+            "corpus_fingerprint": fingerprint.hexdigest(),
+            "created_at": datetime.now(UTC).isoformat(),
+            "index": index_path,
+            "documents": documents,
+        }
+        write_text(f"{out}/index/manifest.json", json.dumps(manifest, indent=2) + "\n")
+    return {
+        "documents": documents,
+        "manifest": f"{out}/index/manifest.json",
+        "index": index_path,
+        "qdrant": {"collection": ctx.runtime.qdrant.collection, "points": upserted}
+        if client is not None
+        else None,
+        "quarantine": f"{out}/quarantine.jsonl",
+        "dropped": f"{out}/dropped.jsonl",
+    }
+
+
+def _dimension(ds: Dataset) -> int:
+    vector_type = ds.schema().base_schema.field("vector").type
+    return vector_type.list_size
