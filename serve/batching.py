@@ -1,0 +1,37 @@
+"""What the batched deployments share: run-time batch settings and the batch-size metric."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from serve.config import BatchingConfig
+
+
+def apply_batching(batch_method: Any, user_config: dict[str, Any]) -> BatchingConfig:
+    """Validate a deployment's user_config and apply it to its @serve.batch method."""
+    cfg = BatchingConfig.model_validate(user_config or {})
+    batch_method.set_max_batch_size(cfg.max_batch_size)
+    batch_method.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+    return cfg
+
+
+class BatchSizeMetric:
+    """Histogram of batch sizes per deployment, exported through Ray's metrics API."""
+
+    BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+
+    def __init__(self, deployment: str) -> None:
+        from ray.serve.metrics import Histogram
+
+        self._histogram = Histogram(
+            "refinery_batch_size",
+            description="Items per @serve.batch call",
+            boundaries=self.BOUNDARIES,
+            tag_keys=("deployment",),
+        )
+        self._histogram.set_default_tags({"deployment": deployment})
+        self.largest = 0
+
+    def observe(self, size: int) -> None:
+        self._histogram.observe(size)
+        self.largest = max(self.largest, size)

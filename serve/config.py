@@ -1,0 +1,55 @@
+"""The Serve application's typed arguments: what configs/serve.yaml passes to the app builder.
+
+`serve deploy configs/serve.yaml`, `serve run configs/serve.yaml` and `refinery serve up` all
+validate the same `args:` mapping against ServeAppConfig, so a misspelt key fails before any
+replica starts.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import Field
+
+from refinery.config import EmbeddingConfig, StrictModel
+
+API_KEYS_ENV = "REFINERY_API_KEYS"
+
+
+class BatchingConfig(StrictModel):
+    """@serve.batch settings; changed at run time through the deployment's user_config."""
+
+    max_batch_size: int = Field(32, ge=1)
+    batch_wait_timeout_s: float = Field(0.005, ge=0)
+
+
+class LimitsConfig(StrictModel):
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_batch_items: int = Field(256, ge=1, description="texts or vectors in one request")
+    max_k: int = Field(1000, ge=1)
+    max_text_chars: int = Field(20_000, ge=1)
+    requests_per_s: float = Field(100.0, gt=0, description="per API key, per ingress replica")
+    burst: int = Field(200, ge=1)
+    timeout_s: float = Field(30.0, gt=0)
+
+
+class IndexConfig(StrictModel):
+    snapshot: str | None = Field(None, description="index snapshot directory (path or URI)")
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+
+
+class ServeAppConfig(StrictModel):
+    version: str = Field("v1", description="reported in X-Refinery-Version on every response")
+    api_keys: list[str] = Field(
+        default_factory=list, description=f"bearer keys; empty: {API_KEYS_ENV}, else no auth"
+    )
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    embedding_batching: BatchingConfig = Field(default_factory=BatchingConfig)
+
+    def resolved_api_keys(self) -> frozenset[str]:
+        if self.api_keys:
+            return frozenset(self.api_keys)
+        raw = os.environ.get(API_KEYS_ENV, "")
+        return frozenset(key.strip() for key in raw.split(",") if key.strip())
