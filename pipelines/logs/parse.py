@@ -1,0 +1,352 @@
+"""JSONL bytes -> a typed Arrow table, with every bad line quarantined by line number.
+
+pyarrow.json is fast but fails a whole buffer on one bad line (DESIGN.md), so:
+1. lines that cannot be a JSON object (not `{...}`: garbage, truncated, arrays) are found
+   with NumPy on the raw bytes and sent to the line-by-line validator;
+2. the rest is parsed by pyarrow.json in sub-blocks; a failure names the row, so that one line
+   goes to the validator and the lines around it are parsed again (bisecting when the error
+   names no row);
+3. the validator (json.loads + type checks) keeps valid-but-unusual lines (epoch timestamps,
+   leading spaces) and quarantines the rest with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from pipelines.logs.schema import (
+    FLOAT_COLUMNS,
+    INT_COLUMNS,
+    KNOWN_TYPES,
+    RAW_SCHEMA,
+    STRING_COLUMNS,
+    TIMESTAMP,
+    TS,
+)
+
+SUB_BLOCK_BYTES = 1 << 20
+_ROW_IN_ERROR = re.compile(r" in row (\d+)$")
+_READ = pj.ReadOptions(use_threads=False, block_size=4 * SUB_BLOCK_BYTES)
+_PARSE = pj.ParseOptions(explicit_schema=RAW_SCHEMA, unexpected_field_behavior="infer")
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    file: str
+    line: int  # 1-based line number in the file
+    reason: str  # invalid_json | invalid_utf8 | not_object | wrong_type | bad_timestamp
+    detail: str
+    raw: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "reason": self.reason,
+                "detail": self.detail, "raw": self.raw}  # fmt: skip
+
+
+@dataclass
+class Parsed:
+    table: pa.Table
+    lines: int  # lines in the buffer, blank ones included, for numbering the next chunk
+    blank: int
+    quarantined: list[Quarantined] = field(default_factory=list)
+
+
+class BadLine(ValueError):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def parse_buffer(data: bytes, file: str, first_line: int = 1) -> Parsed:
+    """Parse JSONL `data` whose first line is line `first_line` of `file`."""
+    lines = _Lines(data)
+    work = bytearray(data)
+    shaped = ~lines.blank & lines.braced
+    shaped[_quoted_numbers(data, lines)] = False
+    slow = list(np.flatnonzero(~lines.blank & ~shaped))
+    for i in slow:  # blank them out so pyarrow skips them as empty lines
+        work[lines.starts[i] : lines.ends[i]] = b" " * int(lines.ends[i] - lines.starts[i])
+    tables, failed = _parse_fast(work, lines, np.flatnonzero(shaped))
+    slow.extend(failed)
+    quarantined: list[Quarantined] = []
+    records: list[dict[str, Any]] = []
+    for i in sorted(slow):
+        try:
+            records.append(check_line(data[lines.starts[i] : lines.ends[i]]))
+        except BadLine as bad:
+            quarantined.append(_quarantine(data, lines, i, file, first_line, bad))
+    typed = []
+    for table, rows in tables:
+        table, bad_ts = _type_fast_table(table)
+        for row, error in bad_ts:
+            quarantined.append(_quarantine(data, lines, rows[row], file, first_line, error))
+        typed.append(table)
+    if records:
+        typed.append(records_to_table(records))
+    quarantined.sort(key=lambda q: q.line)
+    return Parsed(concat_tables(typed), lines.count, int(lines.blank.sum()), quarantined)
+
+
+def _quoted_numbers(data: bytes, lines: _Lines) -> np.ndarray:
+    """Lines where a numeric field holds a string (`"latency_ms": "abc"`), the commonest type
+    error: found by byte search so they skip the fast path instead of failing a sub-block."""
+    hits = []
+    for name in FLOAT_COLUMNS + INT_COLUMNS:
+        for pattern in (f'"{name}": "'.encode(), f'"{name}":"'.encode()):
+            pos = data.find(pattern)
+            while pos >= 0:
+                hits.append(pos)
+                pos = data.find(pattern, pos + 1)
+    return np.searchsorted(lines.starts, np.array(hits, np.int64), side="right") - 1
+
+
+class _Lines:
+    """Line boundaries of a buffer, found with NumPy (no Python loop over lines)."""
+
+    def __init__(self, data: bytes) -> None:
+        raw = np.frombuffer(data, dtype=np.uint8)
+        newlines = np.flatnonzero(raw == 10)
+        starts = np.concatenate(([0], newlines + 1))
+        ends = np.concatenate((newlines, [len(raw)]))
+        if len(starts) and starts[-1] == len(raw):  # the buffer ends with a newline
+            starts, ends = starts[:-1], ends[:-1]
+        lengths = ends - starts
+        last = raw[np.maximum(ends - 1, 0)] if len(raw) else np.zeros(0, np.uint8)
+        ends = ends - ((lengths > 0) & (last == 13))  # CRLF
+        self.starts, self.ends = starts, ends
+        self.count = len(starts)
+        self.blank = ends == starts
+        if len(raw):
+            first = raw[np.minimum(starts, len(raw) - 1)]
+            last = raw[np.maximum(ends - 1, 0)]
+            self.braced = (first == ord("{")) & (last == ord("}"))
+        else:
+            self.braced = np.zeros(0, bool)
+
+
+def _parse_fast(
+    work: bytearray, lines: _Lines, rows: np.ndarray
+) -> tuple[list[tuple[pa.Table, np.ndarray]], list[int]]:
+    """pyarrow.json over sub-blocks of `rows` (line indices); returns the tables with the line
+    of each of their rows, and the lines it could not take."""
+    view = memoryview(work)
+    todo = _sub_blocks(lines, rows)
+    tables, failed = [], []
+    while todo:
+        seg = todo.pop()
+        try:
+            start, end = int(lines.starts[seg[0]]), int(lines.ends[seg[-1]])
+            table = pj.read_json(pa.BufferReader(view[start:end]), _READ, _PARSE)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+            match = _ROW_IN_ERROR.search(str(error))
+            k = int(match.group(1)) if match else -1
+            if 0 <= k < len(seg):
+                failed.append(int(seg[k]))
+                todo.extend(s for s in (seg[:k], seg[k + 1 :]) if len(s))
+            else:
+                _bisect(seg, todo, failed)
+            continue
+        if table.num_rows == len(seg):
+            tables.append((table, seg))
+        else:  # e.g. `{"a":1}{"a":2}` on one line: rows no longer map to lines
+            _bisect(seg, todo, failed)
+    return tables, failed
+
+
+def _bisect(seg: np.ndarray, todo: list[np.ndarray], failed: list[int]) -> None:
+    if len(seg) == 1:
+        failed.append(int(seg[0]))
+    else:
+        todo.extend((seg[: len(seg) // 2], seg[len(seg) // 2 :]))
+
+
+def _sub_blocks(lines: _Lines, rows: np.ndarray) -> list[np.ndarray]:
+    """Split `rows` where the byte offset crosses a multiple of SUB_BLOCK_BYTES."""
+    if not len(rows):
+        return []
+    cuts = np.flatnonzero(np.diff(lines.starts[rows] // SUB_BLOCK_BYTES)) + 1
+    return np.split(rows, cuts)
+
+
+def _type_fast_table(table: pa.Table) -> tuple[pa.Table, list[tuple[int, BadLine]]]:
+    """Cast ts to a timestamp and encode strings; rows whose ts does not parse are dropped and
+    returned with the error."""
+    bad: list[tuple[int, BadLine]] = []
+    try:
+        ts = pc.cast(table[TS], TIMESTAMP)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        values = []
+        for row, text in enumerate(table[TS].to_pylist()):
+            try:
+                values.append(None if text is None else parse_timestamp(text))
+            except BadLine as error:
+                bad.append((row, error))
+                values.append(None)
+        ts = pa.array(values, TIMESTAMP)
+    table = table.set_column(table.schema.get_field_index(TS), TS, ts)
+    if bad:
+        keep = np.ones(table.num_rows, bool)
+        keep[[row for row, _ in bad]] = False
+        table = table.filter(keep)
+    return encode_strings(table), bad
+
+
+def encode_strings(table: pa.Table) -> pa.Table:
+    """Dictionary-encode every string column (low-cardinality labels dominate log lines)."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_string(f.type) or pa.types.is_large_string(f.type):
+            table = table.set_column(i, f.name, pc.dictionary_encode(table.column(i)))
+    return table
+
+
+def _quarantine(
+    data: bytes, lines: _Lines, i: int, file: str, first_line: int, bad: BadLine
+) -> Quarantined:
+    raw = data[lines.starts[i] : lines.ends[i]].decode("utf-8", errors="replace")
+    return Quarantined(file, first_line + int(i), bad.reason, str(bad), raw)
+
+
+def check_line(raw: bytes) -> dict[str, Any]:
+    """One line -> a record with known fields coerced to their types, or BadLine."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise BadLine("invalid_utf8", str(error)) from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise BadLine("invalid_json", str(error)) from None
+    if not isinstance(value, dict):
+        raise BadLine("not_object", f"expected a JSON object, got {type(value).__name__}")
+    record = dict(value)
+    for name in STRING_COLUMNS:
+        if not isinstance(record.get(name), str | None):
+            raise _wrong_type(name, "a string", record[name])
+    for name in FLOAT_COLUMNS:
+        record[name] = _number(name, record.get(name), integral=False)
+    for name in INT_COLUMNS:
+        record[name] = _number(name, record.get(name), integral=True)
+    record[TS] = _timestamp(record.get(TS))
+    return record
+
+
+def _wrong_type(name: str, expected: str, value: Any) -> BadLine:
+    return BadLine("wrong_type", f"{name}: expected {expected}, got {json.dumps(value)[:80]}")
+
+
+def _number(name: str, value: Any, integral: bool) -> float | int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _wrong_type(name, "an integer" if integral else "a number", value)
+    if integral:
+        if isinstance(value, float) and not value.is_integer():
+            raise _wrong_type(name, "an integer", value)
+        return int(value)
+    return float(value)
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return parse_timestamp(value)
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return epoch_to_datetime(value)
+    raise _wrong_type(TS, "an ISO-8601 string or epoch number", value)
+
+
+def parse_timestamp(text: str) -> datetime:
+    """ISO-8601 with Z, an offset or none (read as UTC)."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadLine("bad_timestamp", f"ts: cannot parse {text[:80]!r}") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def epoch_to_datetime(value: float) -> datetime:
+    """Epoch seconds, or milliseconds / microseconds when the number is too large for seconds
+    (1e11 s is the year 5138), as loggers write all three."""
+    for scale in (1, 1e3, 1e6):
+        if abs(value) < 1e11 * scale:
+            return datetime.fromtimestamp(value / scale, UTC)
+    raise BadLine("bad_timestamp", f"ts: epoch value {value} out of range")
+
+
+def records_to_table(records: list[dict[str, Any]]) -> pa.Table:
+    """Validated records -> a table with the known columns typed and extras inferred."""
+    columns = {
+        name: pa.array([r.get(name) for r in records], KNOWN_TYPES[name].value_type)
+        if pa.types.is_dictionary(KNOWN_TYPES[name])
+        else pa.array([r.get(name) for r in records], KNOWN_TYPES[name])
+        for name in KNOWN_TYPES
+    }
+    extras: dict[str, list[Any]] = defaultdict(lambda: [None] * len(records))
+    for row, record in enumerate(records):
+        for name, value in record.items():
+            if name not in KNOWN_TYPES:
+                extras[name][row] = value
+    for name, values in extras.items():
+        columns[name] = _infer(values)
+    return encode_strings(pa.table(columns))
+
+
+def _infer(values: list[Any]) -> pa.Array:
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: keep them as JSON text
+        return pa.array([v if isinstance(v, str | None) else json.dumps(v) for v in values])
+
+
+def concat_tables(tables: list[pa.Table]) -> pa.Table:
+    """Concatenate chunk tables whose extra columns may differ; an extra column whose types
+    clash across chunks (an int here, a string there) becomes JSON text everywhere."""
+    tables = [normalize(t) for t in tables] or [normalize(pa.table({}))]
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    types: dict[str, set[pa.DataType]] = defaultdict(set)
+    for t in tables:
+        for f in t.schema:
+            if f.name not in KNOWN_TYPES and not pa.types.is_null(f.type):
+                types[f.name].add(f.type)
+    clashing = {name for name, seen in types.items() if len(seen) > 1}
+    tables = [_as_json_text(t, clashing) for t in tables]
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _as_json_text(table: pa.Table, names: set[str]) -> pa.Table:
+    for i, f in enumerate(table.schema):
+        if f.name in names:
+            values = table.column(i).to_pylist()
+            text = [v if isinstance(v, str | None) else json.dumps(v, default=str) for v in values]
+            table = table.set_column(i, f.name, pa.array(text, pa.string()))
+    return encode_strings(table)
+
+
+def normalize(table: pa.Table) -> pa.Table:
+    """Known columns first, with their types (missing ones all null), then extras."""
+    columns = {}
+    for name, type_ in KNOWN_TYPES.items():
+        if name in table.column_names:
+            column = table[name]
+            columns[name] = column if column.type == type_ else pc.cast(column, type_)
+        else:
+            columns[name] = pa.nulls(table.num_rows, type_)
+    for name in table.column_names:
+        if name not in KNOWN_TYPES:
+            columns[name] = table[name]
+    return pa.table(columns)

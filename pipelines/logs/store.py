@@ -1,0 +1,200 @@
+"""LogStore: the seed API over two engines.
+
+    store = LogStore.from_jsonl("logs/*.jsonl")            # engine="auto" | "arrow" | "ray"
+    df = store.query().filter(model="gpt-4.1", min_latency_ms=500).aggregate(
+        by=["route"], metrics={"n": "count", "p95": "p95(latency_ms)"})
+
+The Arrow engine parses everything into one in-memory table at load; the Ray engine keeps
+only the file list and, per query, parses and aggregates each chunk inside Ray Data tasks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from pipelines.logs.aggregate import finalize, partial
+from pipelines.logs.parse import Parsed, Quarantined, concat_tables, parse_buffer
+from pipelines.logs.prices import PriceTable, load_prices
+from pipelines.logs.query import Plan, make_plan, parse_conditions
+from pipelines.logs.sources import Chunk, LogFile, Source, list_files, plan_chunks, read_chunk
+from refinery.storage import write_text
+
+# engine="auto" picks Ray past either threshold: many files or more bytes than one process
+# should hold (an in-memory table takes about as much as the JSONL).
+RAY_MIN_FILES = 64
+RAY_MIN_BYTES = 2 << 30
+ARROW_CHUNK_BYTES = 16 << 20
+
+
+@dataclass
+class ScanStats:
+    files: int = 0
+    bytes: int = 0
+    lines: int = 0
+    rows: int = 0
+    blank: int = 0
+    quarantined: Counter[str] = field(default_factory=Counter)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "quarantined": dict(sorted(self.quarantined.items()))}
+
+
+class LogStore:
+    """Parsed LLM logs you can query; build one with LogStore.from_jsonl()."""
+
+    engine = "base"
+
+    def __init__(self, files: list[LogFile], prices: PriceTable) -> None:
+        self.files = files
+        self.prices = prices
+
+    @classmethod
+    def from_jsonl(
+        cls,
+        source: Source,
+        engine: str = "auto",
+        prices: PriceTable | str | os.PathLike[str] | None = None,
+        chunk_bytes: int | None = None,
+    ) -> LogStore:
+        """Logs from a path, glob, directory or URI (or a list of them)."""
+        files = list_files(source)
+        price_table = prices if isinstance(prices, PriceTable) else load_prices(prices)
+        engine = choose_engine(files) if engine == "auto" else engine
+        if engine == "arrow":
+            return ArrowLogStore(files, price_table, chunk_bytes or ARROW_CHUNK_BYTES)
+        if engine == "ray":
+            from pipelines.logs.ray_engine import RAY_CHUNK_BYTES, RayLogStore
+
+            return RayLogStore(files, price_table, chunk_bytes or RAY_CHUNK_BYTES)
+        raise ValueError(f"engine={engine!r}: expected 'auto', 'arrow' or 'ray'")
+
+    def query(self) -> Query:
+        return Query(self)
+
+    @property
+    def scan(self) -> ScanStats:
+        """What parsing found: lines, rows kept, quarantined per reason."""
+        raise NotImplementedError
+
+    @property
+    def quarantine(self) -> list[Quarantined]:
+        """Every line that was not kept, with file, line number, reason and raw text."""
+        raise NotImplementedError
+
+    @property
+    def schema(self) -> pa.Schema:
+        raise NotImplementedError
+
+    def run(self, filters: Sequence[Mapping[str, Any]], by, metrics, bucket) -> pd.DataFrame:
+        raise NotImplementedError
+
+
+class Query:
+    """Filters then one aggregate; filter() returns a new Query, so a base query can be reused."""
+
+    def __init__(self, store: LogStore, filters: tuple[Mapping[str, Any], ...] = ()) -> None:
+        self._store = store
+        self._filters = filters
+
+    def filter(self, **conds: Any) -> Query:
+        """`col=value`, `col=[v1, v2]`, `min_col=`, `max_col=`, `since=`, `until=`; all ANDed."""
+        return Query(self._store, self._filters + (conds,))
+
+    def aggregate(
+        self,
+        by: Sequence[str] | None = None,
+        metrics: Mapping[str, str] | None = None,
+        bucket: str | None = None,
+    ) -> pd.DataFrame:
+        """One row per group (sorted by the keys), key columns then metrics in the order asked."""
+        return self._store.run(self._filters, by, metrics, bucket)
+
+
+def choose_engine(files: Sequence[LogFile]) -> str:
+    total = sum(f.size for f in files)
+    return "ray" if len(files) >= RAY_MIN_FILES or total >= RAY_MIN_BYTES else "arrow"
+
+
+def number_lines(chunks: Sequence[Chunk], parsed: Sequence[Parsed]) -> list[Quarantined]:
+    """Chunk-relative line numbers -> file line numbers, adding the lines of earlier chunks."""
+    offsets: dict[str, int] = {}
+    out = []
+    for chunk, result in sorted(zip(chunks, parsed, strict=True), key=_chunk_order):
+        offset = offsets.get(chunk.file.path, 0)
+        out.extend(dataclasses.replace(q, line=q.line + offset) for q in result.quarantined)
+        offsets[chunk.file.path] = offset + result.lines
+    return out
+
+
+def _chunk_order(pair: tuple[Chunk, Parsed]) -> tuple[str, int]:
+    return pair[0].file.path, pair[0].index
+
+
+def scan_stats(files: Sequence[LogFile], parsed: Sequence[Parsed]) -> ScanStats:
+    stats = ScanStats(files=len(files), bytes=sum(f.size for f in files))
+    for result in parsed:
+        stats.lines += result.lines
+        stats.rows += result.table.num_rows
+        stats.blank += result.blank
+        stats.quarantined.update(q.reason for q in result.quarantined)
+    return stats
+
+
+def parse_chunk(chunk: Chunk) -> Parsed:
+    return parse_buffer(read_chunk(chunk), chunk.file.path)
+
+
+class ArrowLogStore(LogStore):
+    """Everything in one process: parse at load (threads over chunks), query the table."""
+
+    engine = "arrow"
+
+    def __init__(self, files: list[LogFile], prices: PriceTable, chunk_bytes: int) -> None:
+        super().__init__(files, prices)
+        chunks = plan_chunks(files, chunk_bytes)
+        with ThreadPoolExecutor(max_workers=min(len(chunks), os.cpu_count() or 1)) as pool:
+            parsed = list(pool.map(parse_chunk, chunks))
+        self._quarantine = number_lines(chunks, parsed)
+        self._scan = scan_stats(files, parsed)
+        table = concat_tables([p.table for p in parsed])
+        # One dictionary per column and one chunk: filters and group-bys then run once.
+        self.table = table.unify_dictionaries().combine_chunks()
+
+    @property
+    def scan(self) -> ScanStats:
+        return self._scan
+
+    @property
+    def quarantine(self) -> list[Quarantined]:
+        return self._quarantine
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self.table.schema
+
+    def run(self, filters, by, metrics, bucket) -> pd.DataFrame:
+        plan = build_plan(self.schema.names, filters, by, metrics, bucket)
+        plan.check(self.schema)
+        return finalize(partial(self.table, plan, self.prices), plan)
+
+
+def build_plan(columns: Sequence[str], filters, by, metrics, bucket) -> Plan:
+    conditions = [c for conds in filters for c in parse_conditions(conds, columns)]
+    return make_plan(conditions, by, metrics, bucket)
+
+
+def write_quarantine(records: Sequence[Quarantined], path: str | Path) -> None:
+    """DIR/quarantine.jsonl: one JSON object per bad line (file, line, reason, detail, raw)."""
+    lines = (json.dumps(q.to_dict(), ensure_ascii=False) + "\n" for q in records)
+    write_text(str(path), "".join(lines))
