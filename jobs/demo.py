@@ -8,9 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jobs.batch import BATCH_JOBS, BatchJob, load_batch_config, run_batch_job
 from refinery.config import RuntimeConfig, load_runtime
 from refinery.llm import vllm_engine_kwargs
 from refinery.ray_runtime import init_ray
+
+DEMO_PORT = 8000
+DEMO_QUESTIONS = ["How do I read and write Parquet files?", "a library for HTTP requests"]
 
 
 @dataclass
@@ -41,6 +45,69 @@ def start_ray(ctx: DemoContext) -> Iterator[str]:
     yield f"Ray {ray.__version__}: {len(ray.nodes())} node(s), {resources.get('CPU', 0):.0f} CPUs"
 
 
+def refine_documents(ctx: DemoContext) -> Iterator[str]:
+    from pipelines.documents.demo import build_demo_corpus
+
+    corpus = build_demo_corpus(str(ctx.output / "corpus"))
+    yield f"corpus: {corpus} (README text of the installed Python packages)"
+    stats = _run_job(BATCH_JOBS["docs"], corpus, ctx, "docs")
+    for name, step in stats["steps"].items():
+        dropped = ", ".join(f"{rule} {n}" for rule, n in step["dropped"].items())
+        yield f"{name:>14}: {step['rows_in']:>5} in, {step['rows_out']:>5} out" + (
+            f"  (dropped: {dropped})" if dropped else ""
+        )
+    ctx.results["docs_output"] = ctx.output / "docs"
+    yield f"outputs: {ctx.output / 'docs'} (documents/, index/, stats.json)"
+
+
+def serve_search(ctx: DemoContext) -> Iterator[str]:
+    import httpx
+    from ray import serve
+
+    from serve.app import build
+
+    snapshot = ctx.output / "docs" / "index"
+    serve.start(http_options={"host": "127.0.0.1", "port": DEMO_PORT})
+    serve.run(build({"index": {"snapshot": str(snapshot)}}), name="refinery", route_prefix="/")
+    url = f"http://127.0.0.1:{DEMO_PORT}"
+    yield f"Serve app up at {url} on snapshot {snapshot}"
+    for question in DEMO_QUESTIONS:
+        response = httpx.post(f"{url}/v1/search", json={"texts": [question], "k": 3}, timeout=60)
+        response.raise_for_status()
+        yield f"POST /v1/search {question!r} (served by {response.headers['X-Refinery-Version']}):"
+        for hit in response.json()["results"][0]:
+            yield f"    {hit['score']:.3f}  {hit['payload'].get('doc_id', hit['id'])}"
+
+
+def aggregate_logs(ctx: DemoContext) -> Iterator[str]:
+    from pipelines.logs.generate import write_logs
+
+    paths = write_logs(ctx.output / "logs-input", rows=20_000, files=4, seed=0)
+    yield f"generated {len(paths)} JSONL files of LLM logs (0.1% malformed lines)"
+    stats = _run_job(BATCH_JOBS["logs"], str(ctx.output / "logs-input"), ctx, "logs")
+    for name, step in stats["steps"].items():
+        quarantined = sum(step["quarantined"].values())
+        yield f"{name:>10}: {step['rows_in']:>6} in, {step['rows_out']:>6} out, {quarantined} bad"
+    table = next((ctx.output / "logs").glob("*.csv"), None) or next(
+        (ctx.output / "logs").glob("*.parquet")
+    )
+    yield f"aggregate table: {table}"
+    yield from _read_table(table).head(8).to_string(index=False).splitlines()
+
+
+def _run_job(job: BatchJob, input_path: str, ctx: DemoContext, name: str) -> dict[str, Any]:
+    cfg = load_batch_config(job, None, ctx.profile)
+    cfg.input = input_path
+    cfg.output = str(ctx.output / name)
+    return run_batch_job(job, cfg).to_dict()
+
+
+def _read_table(path: Path):
+    import pandas as pd
+
+    return pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+
+
 def generate_with_tiny_llm(ctx: DemoContext) -> Iterator[str]:
     from vllm import LLM, SamplingParams
 
@@ -63,5 +130,8 @@ def _vllm_version() -> str:
 
 DEMO_STAGES: list[DemoStage] = [
     DemoStage("start a local Ray", start_ray),
+    DemoStage("refine documents: read, clean, dedup, chunk, embed, index", refine_documents),
+    DemoStage("serve the index with Ray Serve and search it over HTTP", serve_search),
+    DemoStage("aggregate LLM logs: parse, quarantine, percentiles, cost", aggregate_logs),
     DemoStage("run the real vLLM engine on the tiny local model", generate_with_tiny_llm),
 ]
