@@ -92,7 +92,7 @@ def _with_keys(table: pa.Table, plan: Plan) -> pa.Table:
     """Add the time keys (minute/hour/day/bucket) as columns named like the key."""
     for key in plan.keys:
         if key in TIME_KEYS or key == BUCKET_KEY:
-            multiple, unit = TIME_KEYS[key] if key in TIME_KEYS else plan.bucket
+            multiple, unit = TIME_KEYS.get(key, plan.bucket)
             floored = pc.floor_temporal(table[TS], multiple=multiple, unit=unit)
             table = table.append_column(key, floored)
     return table
@@ -178,8 +178,12 @@ def merge(partials: list[Partial], plan: Plan) -> Partial:
     merged = pa.table({**{k: merged[k] for k in keys}, **{n: merged[f"{n}_{f}"] for n, f in funcs}})
     sketches = {}
     for column in partials[0].sketches:
-        parts = pa.concat_tables([p.sketches[column] for p in partials], promote_options="permissive")
-        summed = parts.group_by(keys + [SKETCH_KEY], use_threads=False).aggregate([("count", "sum")])
+        parts = pa.concat_tables(
+            [p.sketches[column] for p in partials], promote_options="permissive"
+        )
+        summed = parts.group_by(keys + [SKETCH_KEY], use_threads=False).aggregate(
+            [("count", "sum")]
+        )
         sketches[column] = summed.rename_columns(
             [n if n != "count_sum" else "count" for n in summed.column_names]
         )
@@ -189,13 +193,13 @@ def merge(partials: list[Partial], plan: Plan) -> Partial:
 def finalize(part: Partial, plan: Plan) -> pd.DataFrame:
     """Partial -> the answer: key columns then metrics in the order asked, sorted by keys."""
     keys = list(plan.keys)
-    order = [(k, "ascending") for k in keys]
-    stats = part.stats.sort_by(order, null_placement="at_end") if keys else part.stats
+    order = [(k, "ascending", "at_end") for k in keys]
+    stats = part.stats.sort_by(order) if keys else part.stats
     columns: dict[str, pa.Array | np.ndarray] = {k: stats[k] for k in keys}
     for m in plan.metrics:
         if m.kind == "quantile":
             sk = part.sketches[m.column]
-            sk = sk.sort_by(order + [(SKETCH_KEY, "ascending")], null_placement="at_end")
+            sk = sk.sort_by(order + [(SKETCH_KEY, "ascending", "at_end")])
             columns[m.name] = _quantiles(sk, keys, m.q, stats.num_rows)
         else:
             columns[m.name] = _metric(stats, m)

@@ -90,7 +90,7 @@ def write_logs(
     malformed_rate: float = 0.001,
     hours: float = 24.0,
 ) -> list[str]:
-    """Write `rows` lines split over `files` files named logs-00000.jsonl, ...; returns the paths."""
+    """Write `rows` lines over `files` files (logs-00000.jsonl, ...); returns their paths."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     paths = []

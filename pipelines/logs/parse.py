@@ -55,11 +55,24 @@ class Quarantined:
 
 
 @dataclass
-class Parsed:
-    table: pa.Table
+class ChunkSummary:
+    """What parsing a chunk found, without its rows (what the Ray tasks send back)."""
+
+    rows: int
     lines: int  # lines in the buffer, blank ones included, for numbering the next chunk
     blank: int
     quarantined: list[Quarantined] = field(default_factory=list)
+
+
+@dataclass
+class Parsed:
+    table: pa.Table
+    lines: int
+    blank: int
+    quarantined: list[Quarantined] = field(default_factory=list)
+
+    def summary(self) -> ChunkSummary:
+        return ChunkSummary(self.table.num_rows, self.lines, self.blank, self.quarantined)
 
 
 class BadLine(ValueError):

@@ -39,7 +39,8 @@ class Condition:
 @dataclass(frozen=True)
 class Metric:
     name: str  # output column
-    kind: str  # count | count_of | sum | avg | min | max | quantile | error_rate | tokens_per_s | cost
+    # count | count_of | sum | avg | min | max | quantile | error_rate | tokens_per_s | cost
+    kind: str
     column: str | None = None
     q: float | None = None
 
@@ -158,10 +159,9 @@ class Plan:
         for m in self.metrics:
             if m.column and m.column not in names:
                 raise UnknownColumnError(m.column, f"metric {m.name!r}", names)
-            if m.kind in _NUMERIC_KINDS and not is_numeric(schema.field(m.column).type):
-                raise QueryError(
-                    f"metric {m.name!r}: {m.column!r} is {schema.field(m.column).type}, not a number"
-                )
+            type_ = schema.field(m.column).type if m.column else None
+            if m.kind in _NUMERIC_KINDS and not is_numeric(type_):
+                raise QueryError(f"metric {m.name!r}: {m.column!r} is {type_}, not a number")
 
 
 def is_numeric(type_: pa.DataType) -> bool:

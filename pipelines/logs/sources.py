@@ -105,4 +105,3 @@ def _rest_of_line(f: pafs.NativeFile, offset: int, size: int, step: int = 1 << 1
         parts.append(block)
         offset += len(block)
     return b"".join(parts)
-

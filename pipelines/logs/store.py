@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipelines.logs.aggregate import finalize, partial
-from pipelines.logs.parse import Parsed, Quarantined, concat_tables, parse_buffer
+from pipelines.logs.parse import ChunkSummary, Parsed, Quarantined, concat_tables, parse_buffer
 from pipelines.logs.prices import PriceTable, load_prices
 from pipelines.logs.query import Plan, make_plan, parse_conditions
 from pipelines.logs.sources import Chunk, LogFile, Source, list_files, plan_chunks, read_chunk
@@ -126,7 +126,7 @@ def choose_engine(files: Sequence[LogFile]) -> str:
     return "ray" if len(files) >= RAY_MIN_FILES or total >= RAY_MIN_BYTES else "arrow"
 
 
-def number_lines(chunks: Sequence[Chunk], parsed: Sequence[Parsed]) -> list[Quarantined]:
+def number_lines(chunks: Sequence[Chunk], parsed: Sequence[ChunkSummary]) -> list[Quarantined]:
     """Chunk-relative line numbers -> file line numbers, adding the lines of earlier chunks."""
     offsets: dict[str, int] = {}
     out = []
@@ -137,15 +137,15 @@ def number_lines(chunks: Sequence[Chunk], parsed: Sequence[Parsed]) -> list[Quar
     return out
 
 
-def _chunk_order(pair: tuple[Chunk, Parsed]) -> tuple[str, int]:
+def _chunk_order(pair: tuple[Chunk, ChunkSummary]) -> tuple[str, int]:
     return pair[0].file.path, pair[0].index
 
 
-def scan_stats(files: Sequence[LogFile], parsed: Sequence[Parsed]) -> ScanStats:
+def scan_stats(files: Sequence[LogFile], parsed: Sequence[ChunkSummary]) -> ScanStats:
     stats = ScanStats(files=len(files), bytes=sum(f.size for f in files))
     for result in parsed:
         stats.lines += result.lines
-        stats.rows += result.table.num_rows
+        stats.rows += result.rows
         stats.blank += result.blank
         stats.quarantined.update(q.reason for q in result.quarantined)
     return stats
@@ -165,8 +165,9 @@ class ArrowLogStore(LogStore):
         chunks = plan_chunks(files, chunk_bytes)
         with ThreadPoolExecutor(max_workers=min(len(chunks), os.cpu_count() or 1)) as pool:
             parsed = list(pool.map(parse_chunk, chunks))
-        self._quarantine = number_lines(chunks, parsed)
-        self._scan = scan_stats(files, parsed)
+        summaries = [p.summary() for p in parsed]
+        self._quarantine = number_lines(chunks, summaries)
+        self._scan = scan_stats(files, summaries)
         table = concat_tables([p.table for p in parsed])
         # One dictionary per column and one chunk: filters and group-bys then run once.
         self.table = table.unify_dictionaries().combine_chunks()
