@@ -235,22 +235,14 @@ def _metric(stats: pa.Table, m) -> pa.ChunkedArray:
 
 
 def _quantiles(sk: pa.Table, keys: list[str], q: float, groups: int) -> np.ndarray:
-    """Per group (in key order) the q-quantile of its sketch rows, sorted like the stats."""
-    n = sk.num_rows
-    if n == 0:  # a global aggregate over no rows
+    """Per group (in key order, like the sorted stats) the q-quantile of its sketch."""
+    if sk.num_rows == 0:  # a global aggregate over no rows
         return np.full(groups, np.nan)
     bucket = sk[SKETCH_KEY].to_numpy()
     counts = np.where(bucket == NULL_BUCKET, 0, sk["count"].to_numpy())
     starts = _group_starts(sk, keys)
     assert len(starts) == groups, "every group appears in every sketch"
-    cumulative = np.cumsum(counts)
-    before = np.concatenate(([0], cumulative))[starts]
-    ends = np.append(starts[1:], n)
-    totals = np.concatenate(([0], cumulative))[ends] - before
-    rank = np.floor(q * np.maximum(totals - 1, 0))
-    position = np.searchsorted(cumulative, before + rank, side="right")
-    values = sketch.representative(bucket[np.minimum(position, max(n - 1, 0))])
-    return np.where(totals > 0, values, np.nan)
+    return sketch.grouped_quantiles(bucket, counts, starts, q)
 
 
 def _group_starts(table: pa.Table, keys: list[str]) -> np.ndarray:

@@ -87,6 +87,7 @@ def parse_buffer(data: bytes, file: str, first_line: int = 1) -> Parsed:
     work = bytearray(data)
     shaped = ~lines.blank & lines.braced
     shaped[_quoted_numbers(data, lines)] = False
+    shaped[_invalid_utf8(data, lines)] = False  # pyarrow.json passes such bytes through
     slow = list(np.flatnonzero(~lines.blank & ~shaped))
     for i in slow:  # blank them out so pyarrow skips them as empty lines
         work[lines.starts[i] : lines.ends[i]] = b" " * int(lines.ends[i] - lines.starts[i])
@@ -124,11 +125,32 @@ def _quoted_numbers(data: bytes, lines: _Lines) -> np.ndarray:
     return np.searchsorted(lines.starts, np.array(hits, np.int64), side="right") - 1
 
 
+def _invalid_utf8(data: bytes, lines: _Lines) -> np.ndarray:
+    if not lines.non_ascii.any():
+        return np.zeros(0, np.int64)
+    try:
+        data.decode("utf-8")
+        return np.zeros(0, np.int64)
+    except UnicodeDecodeError:
+        pass
+    suspects = np.unique(
+        np.searchsorted(lines.starts, np.flatnonzero(lines.non_ascii), "right") - 1
+    )
+    bad = []
+    for i in suspects:
+        try:
+            data[lines.starts[i] : lines.ends[i]].decode("utf-8")
+        except UnicodeDecodeError:
+            bad.append(i)
+    return np.array(bad, np.int64)
+
+
 class _Lines:
     """Line boundaries of a buffer, found with NumPy (no Python loop over lines)."""
 
     def __init__(self, data: bytes) -> None:
         raw = np.frombuffer(data, dtype=np.uint8)
+        self.non_ascii = raw >= 0x80
         newlines = np.flatnonzero(raw == 10)
         starts = np.concatenate(([0], newlines + 1))
         ends = np.concatenate((newlines, [len(raw)]))

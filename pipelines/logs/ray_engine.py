@@ -119,10 +119,11 @@ def scan_batch(batch: pa.Table, plan: Plan, prices: PriceTable) -> pa.Table:
 
 
 def _with_missing(table: pa.Table, plan: Plan) -> pa.Table:
-    """A column this chunk never saw is all null here (another chunk may have it)."""
+    """A column this chunk never saw is all null here (another chunk may have it); one
+    dictionary per column, as group_by cannot mix them."""
     for name in sorted(plan.columns - set(table.column_names)):
         table = table.append_column(name, pa.nulls(table.num_rows))
-    return table
+    return table.unify_dictionaries()
 
 
 def _possible_columns(filters, by) -> set[str]:

@@ -39,12 +39,22 @@ def representative(key: np.ndarray) -> np.ndarray:
     return np.where(positive, value, np.where(negative, -value, 0.0))
 
 
-def quantile(bucket_keys: np.ndarray, counts: np.ndarray, q: float) -> float:
-    """The q-quantile (0..1) of a sketch given as keys sorted ascending and their counts:
-    the bucket holding the value of rank floor(q * (n - 1)), as numpy's 'lower' method."""
+def grouped_quantiles(
+    bucket_keys: np.ndarray, counts: np.ndarray, starts: np.ndarray, q: float
+) -> np.ndarray:
+    """The q-quantile (0 < q < 1) of each group of a sketch: rows sorted by (group, key),
+    group g spanning rows starts[g]..starts[g+1]. Rank as DuckDB's quantile_disc and numpy's
+    'inverted_cdf': the smallest value with at least q of the group at or below it. NaN for
+    a group without values."""
+    if not len(bucket_keys):
+        return np.full(len(starts), np.nan)
     cumulative = np.cumsum(counts)
-    if not len(cumulative) or cumulative[-1] == 0:
-        return float("nan")
-    rank = np.floor(q * (cumulative[-1] - 1))
-    position = int(np.searchsorted(cumulative, rank, side="right"))
-    return float(representative(bucket_keys[position : position + 1])[0])
+    padded = np.concatenate(([0], cumulative))
+    ends = np.append(starts[1:], len(bucket_keys))
+    before = padded[starts]
+    totals = padded[ends] - before
+    # The epsilon keeps q * n = 95.00000000000001 from moving up one rank.
+    rank = np.maximum(np.ceil(q * totals - 1e-9) - 1, 0)
+    position = np.searchsorted(cumulative, before + rank, side="right")
+    values = representative(bucket_keys[np.minimum(position, len(bucket_keys) - 1)])
+    return np.where(totals > 0, values, np.nan)

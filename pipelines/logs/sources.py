@@ -54,7 +54,7 @@ def _expand(path: str) -> list[LogFile]:
         while glob.has_magic(parent):
             parent = parent.rsplit("/", 1)[0]
         infos = fs.get_file_info(pafs.FileSelector(parent, recursive=True))
-        found = [i for i in infos if i.is_file and fnmatch.fnmatch(i.path, inner)]
+        found = [i for i in infos if i.is_file and _glob_match(i.path, inner)]
     else:
         info = fs.get_file_info(inner)
         if info.type == pafs.FileType.NotFound:
@@ -68,6 +68,12 @@ def _expand(path: str) -> list[LogFile]:
         LogFile(prefix + i.path if prefix else i.path, prefix + i.path, i.size)
         for i in sorted(found, key=lambda i: i.path)
     ]
+
+
+def _glob_match(path: str, pattern: str) -> bool:
+    """fnmatch's * also matches '/': keep the depth of the pattern unless it has **."""
+    same_depth = path.count("/") == pattern.count("/") or "**" in pattern
+    return same_depth and fnmatch.fnmatch(path, pattern)
 
 
 def plan_chunks(files: Sequence[LogFile], chunk_bytes: int) -> list[Chunk]:

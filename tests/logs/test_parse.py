@@ -1,0 +1,131 @@
+"""Parsing: typed columns, extras kept, every bad line quarantined with its line number."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from pipelines.logs import LogStore
+from pipelines.logs import parse as parse_module
+from pipelines.logs.generate import quirky_lines
+from pipelines.logs.parse import parse_buffer
+
+GOOD = {"ts": "2024-01-01T12:00:00Z", "model": "gpt-4.1", "latency_ms": 423,
+        "tokens_input": 100, "tokens_output": 921, "route": "chat", "status": "ok"}  # fmt: skip
+
+
+def good(**changes) -> str:
+    return json.dumps({**GOOD, **changes})
+
+
+# (line text, expected reason or None when the line is kept); blank lines are skipped.
+LINES = [
+    (good(), None),
+    ("this is not json", "invalid_json"),
+    (good()[:40], "invalid_json"),  # truncated
+    ("", None),
+    (good(latency_ms="abc"), "wrong_type"),
+    ("[" + good() + "]", "not_object"),
+    (good(tokens_input=1.5), "wrong_type"),
+    (good(model=42), "wrong_type"),
+    (good(ts="yesterday"), "bad_timestamp"),
+    ("   " + good(route="rag"), None),  # leading spaces: valid JSON, kept
+    (good(ts=1704110400), None),  # epoch seconds
+    ('{"a": 1}{"a": 2}', "invalid_json"),  # two objects on one line
+    ("null", "not_object"),
+    (good(tokens_output=7.0), None),  # an integral float is an integer
+    (good(latency_ms=True), "wrong_type"),
+]
+
+
+def write(path: Path, lines: list[str], newline: str = "\n") -> Path:
+    path.write_bytes("".join(line + newline for line in lines).encode("utf-8"))
+    return path
+
+
+def expected_quarantine(lines=LINES) -> list[tuple[int, str]]:
+    return [(n, reason) for n, (_, reason) in enumerate(lines, 1) if reason]
+
+
+def test_bad_lines_are_quarantined_with_line_numbers(tmp_path: Path) -> None:
+    path = write(tmp_path / "mixed.jsonl", [text for text, _ in LINES])
+    store = LogStore.from_jsonl(path, engine="arrow")
+    got = [(q.line, q.reason) for q in store.quarantine]
+    assert got == expected_quarantine()
+    kept = sum(1 for text, reason in LINES if reason is None and text)
+    assert store.scan.rows == kept == store.table.num_rows
+    assert store.scan.blank == 1 and store.scan.lines == len(LINES)
+    assert all(q.file == str(path) for q in store.quarantine)
+    by_line = {q.line: q for q in store.quarantine}
+    assert by_line[5].raw == good(latency_ms="abc")
+    assert "latency_ms" in by_line[5].detail
+
+
+def test_line_numbers_survive_chunks_and_sub_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = [text for text, _ in LINES] * 40
+    path = write(tmp_path / "many.jsonl", lines, newline="\r\n")
+    whole = LogStore.from_jsonl(path, engine="arrow")
+    monkeypatch.setattr(parse_module, "SUB_BLOCK_BYTES", 300)
+    chunked = LogStore.from_jsonl(path, engine="arrow", chunk_bytes=777)
+    expected = expected_quarantine(LINES * 40)
+    assert [(q.line, q.reason) for q in whole.quarantine] == expected
+    assert [(q.line, q.reason) for q in chunked.quarantine] == expected
+    kept = sum(1 for text, reason in LINES if reason is None and text)
+    assert chunked.scan.rows == whole.scan.rows == kept * 40
+    assert sorted(map(str, chunked.table.to_pylist())) == sorted(map(str, whole.table.to_pylist()))
+
+
+def test_types_and_quirks(tmp_path: Path) -> None:
+    path = write(tmp_path / "quirky.jsonl", quirky_lines())
+    store = LogStore.from_jsonl(path, engine="arrow")
+    assert store.quarantine == []
+    table = store.table
+    assert table.schema.field("ts").type == pa.timestamp("us", tz="UTC")
+    for name in ("model", "route", "status", "user"):
+        assert pa.types.is_dictionary(table.schema.field(name).type), name
+    assert table.schema.field("latency_ms").type == pa.float64()
+    assert table.schema.field("tokens_input").type == pa.int64()
+    rows = {r["model"]: r for r in table.to_pylist() if r["model"] != "gpt-4.1"}
+    assert rows["modèle-ü"]["user"] == "ユーザー" and rows["modèle-ü"]["meta"] == {"k": 1}
+    times = sorted(t.isoformat() for t in table["ts"].to_pylist())
+    # +02:00 becomes 10:00Z; epoch 1704110400 is 12:00Z; the rest are UTC already.
+    assert times == [
+        "2024-01-01T10:00:00+00:00",
+        "2024-01-01T10:30:00+00:00",
+        "2024-01-01T11:00:00.500000+00:00",
+        "2024-01-01T12:00:00+00:00",
+    ]
+
+
+def test_extra_field_type_clash_becomes_text(tmp_path: Path) -> None:
+    lines = [good(user=7)] * 3 + [good(user="bob")] * 3
+    path = write(tmp_path / "clash.jsonl", lines)
+    store = LogStore.from_jsonl(path, engine="arrow", chunk_bytes=3 * len(lines[0]) + 3)
+    assert store.quarantine == []
+    assert sorted(store.table["user"].to_pylist()) == ["7", "7", "7", "bob", "bob", "bob"]
+
+
+def test_invalid_utf8_and_empty_input() -> None:
+    data = good().encode() + b"\n" + b'{"model": "\xff"}\n'
+    parsed = parse_buffer(data, "f.jsonl")
+    assert [(q.line, q.reason) for q in parsed.quarantined] == [(2, "invalid_utf8")]
+    empty = parse_buffer(b"", "empty.jsonl")
+    assert empty.table.num_rows == 0 and empty.lines == 0
+    assert "latency_ms" in empty.table.column_names
+
+
+def test_sources(tmp_path: Path) -> None:
+    write(tmp_path / "a.jsonl", [good()])
+    (tmp_path / "sub").mkdir()
+    write(tmp_path / "sub" / "b.jsonl", [good(), good()])
+    (tmp_path / "notes.txt").write_text("not a log")
+    assert LogStore.from_jsonl(tmp_path, engine="arrow").scan.rows == 3
+    assert LogStore.from_jsonl(str(tmp_path / "*.jsonl"), engine="arrow").scan.rows == 1
+    assert LogStore.from_jsonl(f"file://{tmp_path}/a.jsonl", engine="arrow").scan.rows == 1
+    with pytest.raises(FileNotFoundError, match="missing"):
+        LogStore.from_jsonl(tmp_path / "missing.jsonl")
