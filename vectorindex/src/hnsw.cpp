@@ -1,0 +1,390 @@
+#include "hnsw.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <queue>
+#include <stdexcept>
+
+#include "parallel.h"
+
+namespace vi {
+namespace {
+
+// Generation-stamped visit marks, one array per thread, so a search clears nothing.
+class Visited {
+ public:
+  static Visited& for_thread(size_t n) {
+    thread_local Visited v;
+    v.reset(n);
+    return v;
+  }
+  bool test_and_set(uint32_t s) {
+    if (mark_[s] == gen_) return true;
+    mark_[s] = gen_;
+    return false;
+  }
+
+ private:
+  void reset(size_t n) {
+    if (mark_.size() < n) mark_.assign(n + n / 4 + 1024, 0);
+    if (++gen_ == 0) {
+      std::fill(mark_.begin(), mark_.end(), 0);
+      gen_ = 1;
+    }
+  }
+  std::vector<uint16_t> mark_;
+  uint16_t gen_ = 0;
+};
+
+struct Farther {
+  bool operator()(const Hit& a, const Hit& b) const { return b < a; }
+};
+using MinHeap = std::priority_queue<Hit, std::vector<Hit>, Farther>;
+using MaxHeap = std::priority_queue<Hit>;
+
+// Filtered and deletion-heavy searches need a wider beam to find k eligible results.
+size_t widened_ef(size_t ef, size_t eligible, size_t slots) {
+  if (!eligible || eligible >= slots) return ef;
+  const double wider = double(ef) * double(slots) / double(eligible);
+  return size_t(std::min(wider, double(std::max(ef, slots))));
+}
+
+}  // namespace
+
+HNSWIndex::HNSWIndex(size_t d, Metric metric, Quant quant, bool keep_float, size_t M,
+                     size_t ef_construction, size_t ef_search, uint64_t seed)
+    : Index(d, metric, quant, keep_float),
+      M_(M),
+      M0_(2 * M),
+      efc_(std::max(ef_construction, M)),
+      ef_search_(ef_search),
+      level_mult_(1.0 / std::log(double(M))),
+      rng_(seed),
+      locks_(new std::mutex[kStripes]) {}
+
+uint32_t* HNSWIndex::links(uint32_t s, int level) {
+  if (level == 0) return links0_.mut().data() + size_t(s) * (M0_ + 1);
+  return upper_[s].data() + size_t(level - 1) * (M_ + 1);
+}
+
+const uint32_t* HNSWIndex::links(uint32_t s, int level) const {
+  if (level == 0) return links0_.data() + size_t(s) * (M0_ + 1);
+  return upper_[s].data() + size_t(level - 1) * (M_ + 1);
+}
+
+float HNSWIndex::node_dist(uint32_t a, uint32_t b) const {
+  if (store_.has_float()) return store_.exact_dist(store_.vec(a), b);
+  // Codes only: dequantise a and use the same distance as searches do.
+  thread_local std::vector<float> buf;
+  const size_t dp = store_.dp();
+  buf.resize(dp);
+  const int8_t* c = store_.code(a);
+  const float scale = store_.scales()[a];
+  for (size_t k = 0; k < dp; ++k) buf[k] = c[k] * scale;
+  return store_.dist(buf.data(), store_.norms()[a], b);
+}
+
+template <bool kLocked>
+uint32_t HNSWIndex::greedy(const float* q, float qn, uint32_t ep, int from, int to) const {
+  float best = store_.dist(q, qn, ep);
+  uint32_t nbrs[256];
+  for (int level = from; level > to; --level) {
+    for (bool moved = true; moved;) {
+      moved = false;
+      size_t cnt;
+      {
+        std::unique_lock<std::mutex> lk;
+        if constexpr (kLocked) lk = std::unique_lock<std::mutex>(lock_of(ep));
+        const uint32_t* l = links(ep, level);
+        cnt = l[0];
+        std::copy(l + 1, l + 1 + cnt, nbrs);
+      }
+      for (size_t i = 0; i < cnt; ++i) {
+        const float dd = store_.dist(q, qn, nbrs[i]);
+        if (dd < best) {
+          best = dd;
+          ep = nbrs[i];
+          moved = true;
+        }
+      }
+    }
+  }
+  return ep;
+}
+
+template <bool kLocked>
+std::vector<Hit> HNSWIndex::search_layer(const float* q, float qn, uint32_t ep, size_t ef,
+                                         int level, const uint8_t* skip) const {
+  Visited& seen = Visited::for_thread(store_.slots());
+  MaxHeap top;
+  MinHeap cand;
+  const float d0 = store_.dist(q, qn, ep);
+  seen.test_and_set(ep);
+  if (!skip || !skip[ep]) top.push({d0, ep});
+  cand.push({d0, ep});
+  float bound = top.empty() ? INFINITY : d0;
+  uint32_t nbrs[512];
+  while (!cand.empty()) {
+    const Hit c = cand.top();
+    if (c.dist > bound && top.size() >= ef) break;
+    cand.pop();
+    size_t cnt;
+    {
+      std::unique_lock<std::mutex> lk;
+      if constexpr (kLocked) lk = std::unique_lock<std::mutex>(lock_of(c.slot));
+      const uint32_t* l = links(c.slot, level);
+      cnt = l[0];
+      std::copy(l + 1, l + 1 + cnt, nbrs);
+    }
+    for (size_t i = 0; i < cnt; ++i) {
+      const uint32_t nb = nbrs[i];
+      if (seen.test_and_set(nb)) continue;
+      if (i + 1 < cnt) {
+        __builtin_prefetch(store_.has_codes() ? static_cast<const void*>(store_.code(nbrs[i + 1]))
+                                              : static_cast<const void*>(store_.vec(nbrs[i + 1])));
+      }
+      const float dd = store_.dist(q, qn, nb);
+      if (top.size() < ef || dd < bound) {
+        cand.push({dd, nb});
+        if (!skip || !skip[nb]) {
+          top.push({dd, nb});
+          if (top.size() > ef) top.pop();
+        }
+        if (!top.empty()) bound = top.top().dist;
+      }
+    }
+  }
+  std::vector<Hit> out;
+  out.reserve(top.size());
+  for (; !top.empty(); top.pop()) out.push_back(top.top());
+  std::reverse(out.begin(), out.end());
+  return out;
+}
+
+// The heuristic of the HNSW paper: keep a candidate only if it is closer to the new node than
+// to every neighbour already kept, which spreads links across directions.
+void HNSWIndex::select_neighbors(std::vector<Hit>& cands, size_t m) const {
+  if (cands.size() <= m) return;
+  std::sort(cands.begin(), cands.end());
+  std::vector<Hit> kept;
+  kept.reserve(m);
+  for (const Hit& c : cands) {
+    bool good = true;
+    for (const Hit& k : kept) {
+      if (node_dist(c.slot, k.slot) < c.dist) {
+        good = false;
+        break;
+      }
+    }
+    if (good) kept.push_back(c);
+    if (kept.size() >= m) break;
+  }
+  cands.swap(kept);
+}
+
+void HNSWIndex::connect_back(uint32_t nb, uint32_t s, int level, float dist) {
+  std::lock_guard<std::mutex> lk(lock_of(nb));
+  uint32_t* l = links(nb, level);
+  const size_t cap = capacity(level);
+  if (l[0] < cap) {
+    l[1 + l[0]] = s;
+    ++l[0];
+    return;
+  }
+  std::vector<Hit> cands{{dist, s}};
+  for (size_t i = 0; i < l[0]; ++i) cands.push_back({node_dist(nb, l[1 + i]), l[1 + i]});
+  select_neighbors(cands, cap);
+  l[0] = uint32_t(cands.size());
+  for (size_t i = 0; i < cands.size(); ++i) l[1 + i] = cands[i].slot;
+}
+
+void HNSWIndex::insert(uint32_t s, const float* q, float qn) {
+  const int level = levels_[s];
+  std::unique_lock<std::mutex> entry_lock(entry_mu_);
+  const int top_level = max_level_;
+  uint32_t ep = entry_;
+  // A node that raises the top level keeps the entry lock until it is linked in.
+  if (level <= top_level) entry_lock.unlock();
+  if (ep == kNoSlot) {
+    entry_ = s;
+    max_level_ = level;
+    return;
+  }
+  ep = greedy<true>(q, qn, ep, top_level, level);
+  for (int l = std::min(level, top_level); l >= 0; --l) {
+    std::vector<Hit> cands = search_layer<true>(q, qn, ep, efc_, l, nullptr);
+    ep = cands.front().slot;
+    // A concurrent insert may already link to s: never link s to itself.
+    cands.erase(std::remove_if(cands.begin(), cands.end(), [s](const Hit& h) { return h.slot == s; }),
+                cands.end());
+    select_neighbors(cands, M_);
+    {
+      std::lock_guard<std::mutex> lk(lock_of(s));
+      uint32_t* own = links(s, l);
+      own[0] = uint32_t(cands.size());
+      for (size_t i = 0; i < cands.size(); ++i) own[1 + i] = cands[i].slot;
+    }
+    for (const Hit& c : cands) connect_back(c.slot, s, l, c.dist);
+  }
+  if (level > top_level) {
+    entry_ = s;
+    max_level_ = level;
+  }
+}
+
+void HNSWIndex::add_prepared(const float* x, const float* norms, size_t n, const int64_t* ids) {
+  const size_t old = store_.slots(), dp = store_.dp();
+  store_.append(x, n, ids);
+  links0_.mut().resize((old + n) * (M0_ + 1), 0);
+  std::uniform_real_distribution<double> unif(0.0, 1.0);
+  for (size_t i = 0; i < n; ++i) {
+    const double u = std::max(unif(rng_), 1e-300);
+    const int level = std::min(int(-std::log(u) * level_mult_), 30);
+    levels_.push_back(level);
+    upper_.emplace_back(size_t(level) * (M_ + 1), 0);
+  }
+  // Codes only: searches see the codes, so insert with what they will see.
+  std::vector<float> deq;
+  if (!store_.has_float()) deq.resize(n * dp);
+  std::atomic<size_t> next{0};
+  run_parallel(threads_for(n, 256), [&](int) {
+    for (size_t i; (i = next.fetch_add(1)) < n;) {
+      const uint32_t s = uint32_t(old + i);
+      const float* q = x + i * dp;
+      float qn = norms[i];
+      if (!store_.has_float()) {
+        float* b = deq.data() + i * dp;
+        const float scale = store_.scales()[s];
+        for (size_t k = 0; k < dp; ++k) b[k] = store_.code(s)[k] * scale;
+        q = b;
+        qn = store_.norms()[s];
+      }
+      insert(s, q, qn);
+    }
+  });
+}
+
+std::vector<Hit> HNSWIndex::search_one(const float* q, float qn, size_t ef, size_t kk,
+                                       const uint8_t* skip) const {
+  if (entry_ == kNoSlot) return {};
+  const uint32_t ep = greedy<false>(q, qn, entry_, max_level_, 0);
+  std::vector<Hit> hits = search_layer<false>(q, qn, ep, std::max(ef, kk), 0, skip);
+  if (hits.size() > kk) hits.resize(kk);
+  return hits;
+}
+
+void HNSWIndex::search_prepared(const float* q, const float* qnorms, size_t nq, size_t kk,
+                                Filter* filter, const SearchArgs& args,
+                                std::vector<std::vector<Hit>>& out) const {
+  const size_t dp = store_.dp(), slots = store_.slots();
+  size_t ef = args.ef ? args.ef : ef_search_;
+  const uint8_t* skip = store_.deleted_mask();
+  // Few eligible ids: an exact scan of them beats a graph walk that must skip most nodes.
+  const bool exact = filter && filter->slots.size() < std::max<size_t>(4 * ef, slots / 20);
+  if (filter && !exact) {
+    skip = filter->mask(slots);
+    ef = widened_ef(ef, filter->slots.size(), slots);
+  } else if (!filter) {
+    ef = widened_ef(ef, store_.live(), slots);
+  }
+  const int nt = threads_for(nq, 4);
+  run_parallel(nt, [&](int t) {
+    for (size_t i = t; i < nq; i += nt) {
+      out[i] = exact ? scan_slots(q + i * dp, qnorms[i], filter->slots, kk)
+                     : search_one(q + i * dp, qnorms[i], ef, kk, skip);
+    }
+  });
+}
+
+void HNSWIndex::own() {
+  links0_.mut();
+  Index::own();
+}
+
+// Rebuilds the graph from the live rows: deleted nodes are routing points until then.
+void HNSWIndex::compact_locked() {
+  if (!store_.n_deleted()) return;
+  const size_t dp = store_.dp();
+  std::vector<float> rows;
+  std::vector<int64_t> ids;
+  for (uint32_t s = 0; s < store_.slots(); ++s) {
+    if (store_.deleted(s)) continue;
+    ids.push_back(store_.label(s));
+    if (store_.has_float()) {
+      rows.insert(rows.end(), store_.vec(s), store_.vec(s) + dp);
+    } else {
+      for (size_t k = 0; k < dp; ++k) rows.push_back(store_.code(s)[k] * store_.scales()[s]);
+    }
+  }
+  const int64_t next_id = store_.next_id();
+  store_ = VectorStore(store_.d(), store_.metric(), store_.quant(), store_.keep_float());
+  links0_ = Array<uint32_t>();
+  levels_.clear();
+  upper_.clear();
+  max_level_ = -1;
+  entry_ = kNoSlot;
+  std::vector<float> norms(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    norms[i] = kernels().dot_f32(rows.data() + i * dp, rows.data() + i * dp, dp);
+  }
+  add_prepared(rows.data(), norms.data(), ids.size(), ids.data());
+  store_.set_next_id(next_id);
+}
+
+void HNSWIndex::write_extra(FileWriter& w, Header& h) const {
+  const size_t n = store_.slots();
+  std::vector<uint64_t> offsets(n + 1, 0);
+  for (size_t s = 0; s < n; ++s) offsets[s + 1] = offsets[s] + upper_[s].size();
+  h.aux[0] = M_;
+  h.aux[1] = efc_;
+  h.aux[2] = uint64_t(int64_t(max_level_));
+  h.aux[3] = entry_;
+  h.aux[4] = ef_search_;
+  w.section(levels_.data(), n * sizeof(int32_t));
+  w.section(links0_.data(), n * (M0_ + 1) * sizeof(uint32_t));
+  w.section(offsets.data(), (n + 1) * sizeof(uint64_t));
+  std::vector<uint32_t> flat;
+  flat.reserve(offsets[n]);
+  for (const auto& u : upper_) flat.insert(flat.end(), u.begin(), u.end());
+  w.section(flat.data(), flat.size() * sizeof(uint32_t));
+}
+
+// Every link is checked: a file with a valid checksum may still have been written by a buggy
+// or hostile writer, and a bad link would be an out-of-bounds read later.
+void HNSWIndex::read_extra(FileReader& r) {
+  const size_t n = store_.slots();
+  const Header& h = r.header();
+  max_level_ = int32_t(int64_t(h.aux[2]));
+  entry_ = uint32_t(h.aux[3]);
+  if (n && (entry_ >= n || max_level_ < 0 || max_level_ > 30)) r.fail("bad HNSW entry point");
+  if (!n && (entry_ != kNoSlot || max_level_ != -1)) r.fail("bad HNSW entry point");
+  const auto* lv = static_cast<const int32_t*>(r.section(n * sizeof(int32_t)));
+  levels_.assign(lv, lv + n);
+  const auto* l0 = static_cast<const uint32_t*>(r.section(n * (M0_ + 1) * sizeof(uint32_t)));
+  links0_.set_view(l0, n * (M0_ + 1));
+  const auto* off = static_cast<const uint64_t*>(r.section((n + 1) * sizeof(uint64_t)));
+  if (off[0] != 0) r.fail("bad HNSW offsets");
+  for (size_t s = 0; s < n; ++s) {
+    if (levels_[s] < 0 || levels_[s] > max_level_ ||
+        off[s + 1] - off[s] != size_t(levels_[s]) * (M_ + 1) || off[s + 1] < off[s]) {
+      r.fail("bad HNSW levels");
+    }
+  }
+  if (off[n] > r.header().payload_bytes / sizeof(uint32_t)) r.fail("bad HNSW offsets");
+  const auto* up = static_cast<const uint32_t*>(r.section(off[n] * sizeof(uint32_t)));
+  upper_.resize(n);
+  for (size_t s = 0; s < n; ++s) upper_[s].assign(up + off[s], up + off[s + 1]);
+  if (n && levels_[entry_] != max_level_) r.fail("bad HNSW entry level");
+  for (uint32_t s = 0; s < n; ++s) {
+    for (int l = 0; l <= levels_[s]; ++l) {
+      const uint32_t* li = links(s, l);
+      if (li[0] > capacity(l)) r.fail("bad HNSW link count");
+      for (size_t i = 0; i < li[0]; ++i) {
+        if (li[1 + i] >= n || levels_[li[1 + i]] < l) r.fail("bad HNSW link");
+      }
+    }
+  }
+}
+
+}  // namespace vi

@@ -1,0 +1,64 @@
+// Hierarchical navigable small-world graph (Malkov & Yashunin). Level-0 links sit in one
+// flat array (mappable); the few upper-level lists are owned vectors.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <random>
+
+#include "index.h"
+
+namespace vi {
+
+class HNSWIndex : public Index {
+ public:
+  HNSWIndex(size_t d, Metric metric, Quant quant, bool keep_float, size_t M,
+            size_t ef_construction, size_t ef_search, uint64_t seed);
+  size_t M() const { return M_; }
+  size_t ef_construction() const { return efc_; }
+  size_t ef_search() const { return ef_search_; }
+  void set_ef_search(size_t ef) { ef_search_ = ef; }
+  void read_extra(FileReader& r);
+  void own() override;
+
+ protected:
+  void search_prepared(const float* q, const float* qnorms, size_t nq, size_t kk, Filter* filter,
+                       const SearchArgs& args,
+                       std::vector<std::vector<Hit>>& out) const override;
+  void add_prepared(const float* x, const float* norms, size_t n, const int64_t* ids) override;
+  void compact_locked() override;
+  uint32_t kind() const override { return 1; }
+  void write_extra(FileWriter& w, Header& h) const override;
+
+ private:
+  uint32_t* links(uint32_t s, int level);
+  const uint32_t* links(uint32_t s, int level) const;
+  size_t capacity(int level) const { return level ? M_ : M0_; }
+  std::mutex& lock_of(uint32_t s) const { return locks_[s % kStripes]; }
+
+  void insert(uint32_t s, const float* q, float qn);
+  template <bool kLocked>
+  uint32_t greedy(const float* q, float qn, uint32_t ep, int from, int to) const;
+  template <bool kLocked>
+  std::vector<Hit> search_layer(const float* q, float qn, uint32_t ep, size_t ef, int level,
+                                const uint8_t* skip) const;
+  std::vector<Hit> search_one(const float* q, float qn, size_t ef, size_t kk,
+                              const uint8_t* skip) const;
+  void select_neighbors(std::vector<Hit>& cands, size_t m) const;
+  void connect_back(uint32_t nb, uint32_t s, int level, float dist);
+  float node_dist(uint32_t a, uint32_t b) const;
+
+  static constexpr size_t kStripes = 4096;
+  size_t M_, M0_, efc_, ef_search_;
+  double level_mult_;
+  std::mt19937_64 rng_;
+  Array<uint32_t> links0_;  // per slot: count, then M0 neighbours
+  std::vector<int32_t> levels_;
+  std::vector<std::vector<uint32_t>> upper_;  // per slot: levels * (count, M neighbours)
+  int32_t max_level_ = -1;
+  uint32_t entry_ = kNoSlot;
+  std::mutex entry_mu_;
+  std::unique_ptr<std::mutex[]> locks_;
+};
+
+}  // namespace vi
