@@ -11,10 +11,10 @@ import importlib.metadata
 import json
 from pathlib import Path
 
-MAX_CHARS = 6000  # a README's first part: keeps the demo's embedding step short on 2 CPUs
+MAX_CHARS = 3000  # a README's first part: keeps the demo's embedding step short on 2 CPUs
 
 
-def build_demo_corpus(directory: str, max_docs: int = 200) -> str:
+def build_demo_corpus(directory: str, max_docs: int = 250) -> str:
     """Write DIRECTORY/packages.jsonl (id, text, package, version, summary); returns its path."""
     seen: set[str] = set()
     records = []

@@ -69,6 +69,7 @@ class IndexWriter:
     def save(self, path: str) -> None:
         fs, inner = resolve(path)
         if isinstance(fs, pafs.LocalFileSystem):
+            Path(inner).parent.mkdir(parents=True, exist_ok=True)
             self.index.save(inner)
             return
         with tempfile.TemporaryDirectory() as tmp:
