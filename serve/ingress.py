@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -20,6 +21,7 @@ from ray.serve.handle import DeploymentHandle
 from serve.config import ServeAppConfig
 from serve.errors import APIError, bad_request, from_validation
 from serve.guard import RateLimiter, authenticate, check_body_size
+from serve.metrics import RequestMetrics
 from serve.protocol import EmbedRequest, EmbedResponse, SearchRequest, SearchResponse
 
 app = FastAPI(title="Refinery", docs_url=None, redoc_url=None)
@@ -38,6 +40,7 @@ class Ingress:
         self.embedder = embedder
         self.index = index
         self._index_info: dict[str, Any] | None = None
+        self.metrics = RequestMetrics()
 
     @app.get("/healthz")
     async def healthz(self) -> JSONResponse:
@@ -115,6 +118,17 @@ class Ingress:
         return self._index_info
 
     async def _handle(
+        self,
+        request: Request,
+        model: type[RequestT],
+        logic: Callable[[RequestT], Awaitable[BaseModel]],
+    ) -> JSONResponse:
+        started = time.perf_counter()
+        response = await self._answer(request, model, logic)
+        self.metrics.record(request.url.path, response.status_code, time.perf_counter() - started)
+        return response
+
+    async def _answer(
         self,
         request: Request,
         model: type[RequestT],
