@@ -10,6 +10,7 @@ import importlib
 # its heavy dependencies inside main().
 BENCHMARKS: dict[str, tuple[str, str]] = {
     # "index": ("bench.index", "vectorindex against FAISS, hnswlib and NumPy"),
+    "logs": ("bench.logs", "LogStore engines against pure Python, DuckDB and Polars"),
     "docs": ("bench.docs", "document pipeline against a single-process datasketch loop"),
 }
 

@@ -1,14 +1,16 @@
 """Filter, partial aggregates, merge, final metrics: the one query path of both engines.
 
-A partial is small (one row per group): sums, non-null counts, min and max per column, and
-for each percentile column a sketch (count per log bucket per group). Partials of blocks
-merge by sum/min/max, so the Arrow engine makes one partial of the whole table and the Ray
-engine one per block inside its tasks, then both call finalize().
+Rows get a dense group id (the dictionary codes of the keys, combined), then every statistic
+is one NumPy pass over the filtered values (bincount, minimum.at): for the low-cardinality
+keys of LLM logs this is several times faster than a hash aggregation. A partial holds per
+group: row count, sums, non-null counts, min and max per column, and a sketch per percentile
+column. Partials merge by the same kernels (group ids of the concatenated keys), so the Arrow
+engine makes one partial of its table and the Ray engine one per block inside its tasks.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -17,95 +19,137 @@ import pyarrow.compute as pc
 
 from pipelines.logs import sketch
 from pipelines.logs.prices import PriceTable
-from pipelines.logs.query import Condition, Plan
-from pipelines.logs.schema import BUCKET_KEY, TIME_KEYS, TS
+from pipelines.logs.query import Condition, Metric, Plan
+from pipelines.logs.schema import TIME_KEYS, TS
 
 ROWS = "count_all"
-SKETCH_KEY = "__bucket"
-NULL_BUCKET = np.iinfo(np.int32).max  # null values: keeps every group in every sketch
 # Derived per-row columns: the derived metrics are ratios of their sums.
 ERR, TPS_TOKENS, TPS_MS, COST = "__err", "__tps_tokens", "__tps_ms", "__cost"
+_REDUCE = {"sum": "sum", "count": "sum", "min": "min", "max": "max"}
 
 
 @dataclass
 class Partial:
-    stats: pa.Table  # keys + count_all + "<func>:<column>" for func in sum, count, min, max
-    sketches: dict[str, pa.Table]  # column -> keys + __bucket + count
-
-
-def filter_mask(table: pa.Table, conditions: tuple[Condition, ...]) -> pa.ChunkedArray | None:
-    """AND of the conditions; rows where a condition is null (missing value) do not match."""
-    mask = None
-    for cond in conditions:
-        column = table[cond.column]
-        if pa.types.is_null(column.type):  # a column this block never saw: no row matches
-            hit = pa.nulls(table.num_rows, pa.bool_())
-        elif cond.op == "in":
-            hit = _is_in(column, cond.values)
-        else:
-            compare = {"min": pc.greater_equal, "max": pc.less_equal, "until": pc.less}[cond.op]
-            hit = compare(column, pa.scalar(cond.values[0], _plain(column.type)))
-        mask = hit if mask is None else pc.and_kleene(mask, hit)
-    return None if mask is None else pc.fill_null(mask, False)
-
-
-def _plain(type_: pa.DataType) -> pa.DataType:
-    return type_.value_type if pa.types.is_dictionary(type_) else type_
-
-
-def _is_in(column: pa.ChunkedArray, values: tuple) -> pa.ChunkedArray:
-    value_set = pa.array(values, _plain(column.type))
-    if not pa.types.is_dictionary(column.type):
-        return pc.is_in(column, value_set=value_set)
-    # Match the few dictionary entries, then look the answer up per row by index.
-    chunks = [
-        pc.take(pc.is_in(chunk.dictionary, value_set=value_set), chunk.indices)
-        for chunk in column.chunks
-    ]
-    return pa.chunked_array(chunks, pa.bool_())
+    keys: pa.Table  # one row per group: the key values (dictionaries decoded)
+    stats: dict[str, np.ndarray] = field(default_factory=dict)  # "<func>:<column>" per group
+    # column -> int64 array [n, 3] of (group, sketch bucket, count)
+    sketches: dict[str, np.ndarray] = field(default_factory=dict)
+    integer: set[str] = field(default_factory=set)  # columns whose sum/min/max are integers
 
 
 def partial(table: pa.Table, plan: Plan, prices: PriceTable) -> Partial:
-    """Filter `table` and aggregate it per group into a Partial."""
-    table = table.select([c for c in table.column_names if c in plan.columns])
-    mask = filter_mask(table, plan.conditions)
-    if mask is not None:
-        table = table.filter(mask)
-    work = _with_keys(table, plan)
-    work, aggs = _with_stat_inputs(work, plan, prices)
-    keys = list(plan.keys)
-    stats = work.group_by(keys, use_threads=False).aggregate(aggs + [([], "count_all")])
-    stats = _rename(stats, aggs, keys)
-    sketches = {}
-    for column in {m.column for m in plan.metrics if m.kind == "quantile"}:
-        values = work[column].to_numpy(zero_copy_only=False).astype(np.float64)
-        bucket = np.full(len(values), NULL_BUCKET, np.int32)
+    """Filter `table` and aggregate it per group of plan.keys."""
+    rows = _matching_rows(table, plan.conditions)
+    ids, keys = _row_groups(table, rows, plan)
+    groups = keys.num_rows if plan.keys else 1
+    out = Partial(keys, {ROWS: np.bincount(ids, minlength=groups)})
+    for column, funcs in _stat_inputs(plan).items():
+        values, integer = _values(table, column, rows, prices)
+        if integer:
+            out.integer.add(column)
         valid = ~np.isnan(values)
-        bucket[valid] = sketch.keys(values[valid])
-        sk = work.select(keys).append_column(SKETCH_KEY, pa.array(bucket))
-        sk = sk.group_by(keys + [SKETCH_KEY], use_threads=False).aggregate([([], "count_all")])
-        sketches[column] = _decode(sk.rename_columns(keys + [SKETCH_KEY, "count"]), keys)
-    return Partial(stats, sketches)
+        gids, vals = ids[valid], values[valid]
+        for func in funcs:
+            out.stats[f"{func}:{column}"] = _reduce(func, gids, vals, groups)
+    for column in {m.column for m in plan.metrics if m.kind == "quantile"}:
+        values, _ = _values(table, column, rows, prices)
+        valid = ~np.isnan(values)
+        out.sketches[column] = _sketch_counts(ids[valid], sketch.keys(values[valid]), groups)
+    return out
 
 
-def _with_keys(table: pa.Table, plan: Plan) -> pa.Table:
-    """Add the time keys (minute/hour/day/bucket) as columns named like the key."""
+def _matching_rows(table: pa.Table, conditions: tuple[Condition, ...]) -> np.ndarray | None:
+    """Indices of the rows matching every condition (None: all rows)."""
+    mask = None
+    for cond in conditions:
+        hit = _condition(table[cond.column], cond)
+        mask = hit if mask is None else mask & hit
+    return None if mask is None else np.flatnonzero(mask)
+
+
+def _condition(column: pa.ChunkedArray, cond: Condition) -> np.ndarray:
+    """Rows where the condition holds; a null (missing) value never matches."""
+    if pa.types.is_null(column.type):  # a column this block never saw
+        return np.zeros(len(column), bool)
+    if cond.op == "in" and pa.types.is_dictionary(column.type):
+        codes, labels = _dictionary_codes(column)
+        value_set = pa.array(cond.values, column.type.value_type)
+        wanted = pc.fill_null(pc.is_in(labels, value_set=value_set), False).to_numpy(False)
+        return wanted[codes]
+    if cond.op == "in":
+        hit = pc.is_in(column, value_set=pa.array(cond.values, column.type))
+    else:
+        compare = {"min": pc.greater_equal, "max": pc.less_equal, "until": pc.less}[cond.op]
+        hit = compare(column, pa.scalar(cond.values[0], column.type))
+    return pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
+
+
+def _dictionary_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """Per-row codes into `labels`, the dictionary plus a trailing null for null rows."""
+    array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if not pa.types.is_dictionary(array.type):
+        array = pc.dictionary_encode(array)
+    size = len(array.dictionary)
+    codes = pc.fill_null(array.indices, size).to_numpy(zero_copy_only=False)
+    labels = pa.concat_arrays([array.dictionary, pa.nulls(1, array.dictionary.type)])
+    return codes.astype(np.int64, copy=False), labels
+
+
+def _row_groups(
+    table: pa.Table, rows: np.ndarray | None, plan: Plan
+) -> tuple[np.ndarray, pa.Table]:
+    """Dense group id per selected row, and the key values of each group."""
+    n = table.num_rows if rows is None else len(rows)
+    if not plan.keys:  # a global aggregate has its one group even over no rows
+        return np.zeros(n, np.int64), pa.table({})
+    code = np.zeros(n, np.int64)
+    radix, parts = 1, []
     for key in plan.keys:
-        if key in TIME_KEYS or key == BUCKET_KEY:
-            multiple, unit = TIME_KEYS.get(key, plan.bucket)
-            floored = pc.floor_temporal(table[TS], multiple=multiple, unit=unit)
-            table = table.append_column(key, floored)
-    return table
+        codes, labels = _key_codes(table, key, rows, plan)
+        code = code * len(labels) + codes
+        radix *= len(labels)
+        parts.append((key, labels))
+    ids, first_codes = _compact(code, radix)
+    columns = {}
+    for key, labels in reversed(parts):
+        first_codes, digit = np.divmod(first_codes, len(labels))
+        columns[key] = labels.take(pa.array(digit))
+    return ids, pa.table({k: columns[k] for k in plan.keys})
 
 
-def _with_stat_inputs(
-    table: pa.Table, plan: Plan, prices: PriceTable
-) -> tuple[pa.Table, list[tuple[str, str]]]:
-    """The (column, function) pairs to aggregate, adding derived columns as needed."""
-    aggs: list[tuple[str, str]] = []
+def _key_codes(
+    table: pa.Table, key: str, rows: np.ndarray | None, plan: Plan
+) -> tuple[np.ndarray, pa.Array]:
+    # minute/hour/day/bucket are computed from ts, unless the table has them (merged partials)
+    if key not in table.column_names:
+        ts = table[TS] if rows is None else table[TS].take(rows)
+        multiple, unit = TIME_KEYS.get(key, plan.bucket)
+        return _dictionary_codes(pc.floor_temporal(ts, multiple=multiple, unit=unit))
+    column = table[key]
+    if pa.types.is_dictionary(column.type):
+        codes, labels = _dictionary_codes(column)
+        return (codes if rows is None else codes[rows]), labels.cast(column.type.value_type)
+    return _dictionary_codes(column if rows is None else column.take(rows))
+
+
+def _compact(code: np.ndarray, radix: int) -> tuple[np.ndarray, np.ndarray]:
+    """Combined key codes -> ids 0..G-1 (in code order) and the code of each group."""
+    if radix <= max(4 * len(code), 1 << 16):
+        present = np.flatnonzero(np.bincount(code, minlength=radix))
+        remap = np.zeros(radix, np.int64)
+        remap[present] = np.arange(len(present))
+        return remap[code], present
+    present, ids = np.unique(code, return_inverse=True)
+    return ids.astype(np.int64), present
+
+
+def _stat_inputs(plan: Plan) -> dict[str, list[str]]:
+    """Column (data or derived) -> the reductions the metrics need of it."""
+    needs: dict[str, list[str]] = {}
 
     def need(column: str, *funcs: str) -> None:
-        aggs.extend((column, f) for f in funcs if (column, f) not in aggs)
+        needs.setdefault(column, [])
+        needs[column] += [f for f in funcs if f not in needs[column]]
 
     for m in plan.metrics:
         if m.kind in ("sum", "avg"):
@@ -121,141 +165,170 @@ def _with_stat_inputs(
             need(TPS_MS, "sum")
         elif m.kind == "cost":
             need(COST, "sum", "count")
-    derived = {column for column, _ in aggs if column.startswith("__")}
-    if ERR in derived:
-        status = pc.cast(table["status"], pa.string())
-        table = table.append_column(ERR, pc.cast(pc.not_equal(status, "ok"), pa.int64()))
-    if TPS_TOKENS in derived:
-        tokens, ms = table["tokens_output"], table["latency_ms"]
-        both = pc.and_(pc.is_valid(tokens), pc.is_valid(ms))
-        table = table.append_column(TPS_TOKENS, pc.if_else(both, tokens, None))
-        table = table.append_column(TPS_MS, pc.if_else(both, ms, None))
-    if COST in derived:
-        table = table.append_column(COST, _row_cost(table, prices))
-    return table, aggs
+    return needs
 
 
-def _row_cost(table: pa.Table, prices: PriceTable) -> pa.ChunkedArray:
-    """tokens_input * input price + tokens_output * output price, by the row's model; null
-    where the model has no price."""
-    model = pc.cast(table["model"], pa.string()).combine_chunks().dictionary_encode()
-    found = [prices.lookup(name) for name in model.dictionary.to_pylist()]
+def _values(
+    table: pa.Table, column: str, rows: np.ndarray | None, prices: PriceTable
+) -> tuple[np.ndarray, bool]:
+    """The selected rows' values as float64 (NaN: null), and whether the column is integer."""
+    if column == ERR:
+        codes, labels = _dictionary_codes(table["status"])
+        per_label = np.where(pc.equal(labels, "ok").to_numpy(zero_copy_only=False), 0.0, 1.0)
+        per_label[-1] = np.nan  # no status: neither ok nor an error
+        values = per_label[codes]
+    elif column in (TPS_TOKENS, TPS_MS):
+        # Only rows with both: tokens per second of the requests whose time is known.
+        tokens, _ = _values(table, "tokens_output", None, prices)
+        latency, _ = _values(table, "latency_ms", None, prices)
+        values = tokens if column == TPS_TOKENS else latency
+        values = np.where(np.isnan(tokens) | np.isnan(latency), np.nan, values)
+    elif column == COST:
+        values = _row_cost(table, prices)
+    else:
+        data = table[column]
+        if pa.types.is_null(data.type):
+            values = np.full(len(data), np.nan)
+        else:
+            values = np.asarray(data.to_numpy(zero_copy_only=False), dtype=np.float64)
+        integer = pa.types.is_integer(data.type)
+        return (values if rows is None else values[rows]), integer
+    return (values if rows is None else values[rows]), False
+
+
+def _row_cost(table: pa.Table, prices: PriceTable) -> np.ndarray:
+    """tokens_input x input price + tokens_output x output price by the row's model; NaN
+    where the model has no price or a token count is missing."""
+    codes, labels = _dictionary_codes(table["model"])
+    found = [prices.lookup(name) for name in labels.to_pylist()]
     scale = 1.0 / prices.per_tokens
-    price_in = pa.array([p.input * scale if p else None for p in found], pa.float64())
-    price_out = pa.array([p.output * scale if p else None for p in found], pa.float64())
-    tokens_in = pc.cast(table["tokens_input"], pa.float64())
-    tokens_out = pc.cast(table["tokens_output"], pa.float64())
-    cost_in = pc.multiply(tokens_in, pc.take(price_in, model.indices))
-    cost_out = pc.multiply(tokens_out, pc.take(price_out, model.indices))
-    return pc.add(cost_in, cost_out)
+    price_in = np.array([p.input * scale if p else np.nan for p in found])
+    price_out = np.array([p.output * scale if p else np.nan for p in found])
+    tokens_in, _ = _values(table, "tokens_input", None, prices)
+    tokens_out, _ = _values(table, "tokens_output", None, prices)
+    return tokens_in * price_in[codes] + tokens_out * price_out[codes]
 
 
-def _rename(stats: pa.Table, aggs: list[tuple[str, str]], keys: list[str]) -> pa.Table:
-    columns = {f"{func}:{column}": stats[f"{column}_{func}"] for column, func in aggs}
-    columns[ROWS] = stats[ROWS]
-    table = pa.table({**{k: stats[k] for k in keys}, **columns})
-    return _decode(table, keys)
+def _reduce(func: str, ids: np.ndarray, values: np.ndarray, groups: int) -> np.ndarray:
+    if func == "sum":
+        return np.bincount(ids, weights=values, minlength=groups)
+    if func == "count":
+        return np.bincount(ids, minlength=groups)
+    out = np.full(groups, np.inf if func == "min" else -np.inf)
+    (np.minimum if func == "min" else np.maximum).at(out, ids, values)
+    out[np.isinf(out) & (np.bincount(ids, minlength=groups) == 0)] = np.nan
+    return out
 
 
-def _decode(table: pa.Table, keys: list[str]) -> pa.Table:
-    """Dictionary keys -> plain strings: partials of different blocks must concatenate."""
-    for i, f in enumerate(table.schema):
-        if f.name in keys and pa.types.is_dictionary(f.type):
-            table = table.set_column(i, f.name, pc.cast(table.column(i), f.type.value_type))
-    return table
+def _sketch_counts(ids: np.ndarray, buckets: np.ndarray, groups: int) -> np.ndarray:
+    """(group, bucket, count) rows, sorted by group then bucket."""
+    if not len(ids):
+        return np.zeros((0, 3), np.int64)
+    low = int(buckets.min())
+    width = int(buckets.max()) - low + 1
+    combined = ids * width + (buckets.astype(np.int64) - low)
+    if groups * width <= max(4 * len(ids), 1 << 20):
+        counts = np.bincount(combined, minlength=groups * width)
+        present = np.flatnonzero(counts)
+        counts = counts[present]
+    else:
+        present, counts = np.unique(combined, return_counts=True)
+    group, bucket = np.divmod(present, width)
+    return np.column_stack([group, bucket + low, counts])
 
 
 def merge(partials: list[Partial], plan: Plan) -> Partial:
-    keys = list(plan.keys)
-    stats = pa.concat_tables([p.stats for p in partials], promote_options="permissive")
-    funcs = []
-    for name in stats.column_names:
-        if name in keys:
-            continue
-        func = "sum" if name == ROWS else name.split(":", 1)[0]
-        funcs.append((name, "sum" if func == "count" else func))
-    merged = stats.group_by(keys, use_threads=False).aggregate(funcs)
-    merged = pa.table({**{k: merged[k] for k in keys}, **{n: merged[f"{n}_{f}"] for n, f in funcs}})
-    sketches = {}
+    """One partial from many: group ids of the concatenated keys, then the same reductions."""
+    keys = pa.concat_tables([p.keys for p in partials], promote_options="permissive")
+    offsets = np.cumsum([0] + [len(p.stats[ROWS]) for p in partials])
+    if plan.keys:
+        ids, merged_keys = _row_groups(keys, None, plan)
+    else:  # one group per partial, all the same
+        ids, merged_keys = np.zeros(len(partials), np.int64), keys
+    groups = merged_keys.num_rows if plan.keys else 1
+    out = Partial(merged_keys, integer=set().union(*(p.integer for p in partials)))
+    for name in partials[0].stats:
+        values = np.concatenate([p.stats[name] for p in partials]).astype(np.float64)
+        valid = ~np.isnan(values)
+        func = _REDUCE[name.split(":", 1)[0]] if name != ROWS else "sum"
+        out.stats[name] = _reduce(func, ids[valid], values[valid], groups)
     for column in partials[0].sketches:
-        parts = pa.concat_tables(
-            [p.sketches[column] for p in partials], promote_options="permissive"
-        )
-        summed = parts.group_by(keys + [SKETCH_KEY], use_threads=False).aggregate(
-            [("count", "sum")]
-        )
-        sketches[column] = summed.rename_columns(
-            [n if n != "count_sum" else "count" for n in summed.column_names]
-        )
-    return Partial(merged, sketches)
+        rows = [p.sketches[column] for p in partials]
+        group = np.concatenate([ids[o + r[:, 0]] for o, r in zip(offsets[:-1], rows, strict=True)])
+        bucket = np.concatenate([r[:, 1] for r in rows])
+        counts = np.concatenate([r[:, 2] for r in rows])
+        out.sketches[column] = _merge_sketch(group, bucket, counts)
+    return out
+
+
+def _merge_sketch(group: np.ndarray, bucket: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    if not len(group):
+        return np.zeros((0, 3), np.int64)
+    low = int(bucket.min())
+    width = int(bucket.max()) - low + 1
+    present, inverse = np.unique(group * width + (bucket - low), return_inverse=True)
+    summed = np.bincount(inverse, weights=counts).astype(np.int64)
+    g, b = np.divmod(present, width)
+    return np.column_stack([g, b + low, summed])
 
 
 def finalize(part: Partial, plan: Plan) -> pd.DataFrame:
     """Partial -> the answer: key columns then metrics in the order asked, sorted by keys."""
-    keys = list(plan.keys)
-    order = [(k, "ascending", "at_end") for k in keys]
-    stats = part.stats.sort_by(order) if keys else part.stats
-    columns: dict[str, pa.Array | np.ndarray] = {k: stats[k] for k in keys}
+    groups = part.keys.num_rows if plan.keys else 1
+    if plan.keys:
+        order = [(k, "ascending", "at_end") for k in plan.keys]
+        perm = pc.sort_indices(part.keys, sort_keys=order).to_numpy()
+    else:
+        perm = np.zeros(1, np.int64)
+    columns: dict[str, pa.Array | np.ndarray] = {k: part.keys[k].take(perm) for k in plan.keys}
     for m in plan.metrics:
         if m.kind == "quantile":
-            sk = part.sketches[m.column]
-            sk = sk.sort_by(order + [(SKETCH_KEY, "ascending", "at_end")])
-            columns[m.name] = _quantiles(sk, keys, m.q, stats.num_rows)
+            values = _quantiles(part.sketches[m.column], m.q, groups)
         else:
-            columns[m.name] = _metric(stats, m)
-    frame = pa.table(columns).to_pandas()
-    return frame.reset_index(drop=True)
+            values = _metric(part, m)
+        columns[m.name] = values[perm]
+    return pa.table(columns).to_pandas()
 
 
-def _metric(stats: pa.Table, m) -> pa.ChunkedArray:
-    def col(name: str) -> pa.ChunkedArray:
-        return stats[name]
+def _metric(part: Partial, m: Metric) -> np.ndarray:
+    stats = part.stats
 
-    def ratio(num: pa.ChunkedArray, den: pa.ChunkedArray) -> pa.ChunkedArray:
-        den = pc.cast(den, pa.float64())
-        return pc.divide(pc.cast(num, pa.float64()), pc.if_else(pc.equal(den, 0), None, den))
+    def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+    def exact(values: np.ndarray, column: str) -> np.ndarray:
+        """Sums and extremes of integer columns as integers where every group has one."""
+        if column in part.integer and not np.isnan(values).any():
+            return np.rint(values).astype(np.int64)
+        return values
 
     if m.kind == "count":
-        return col(ROWS)
+        return stats[ROWS].astype(np.int64)
     if m.kind == "count_of":
-        return col(f"count:{m.column}")
+        return stats[f"count:{m.column}"].astype(np.int64)
     if m.kind in ("min", "max"):
-        return col(f"{m.kind}:{m.column}")
+        return exact(stats[f"{m.kind}:{m.column}"], m.column)
     if m.kind == "sum":
-        return pc.if_else(pc.equal(col(f"count:{m.column}"), 0), None, col(f"sum:{m.column}"))
+        count = stats[f"count:{m.column}"]
+        return exact(np.where(count > 0, stats[f"sum:{m.column}"], np.nan), m.column)
     if m.kind == "avg":
-        return ratio(col(f"sum:{m.column}"), col(f"count:{m.column}"))
+        return ratio(stats[f"sum:{m.column}"], stats[f"count:{m.column}"])
     if m.kind == "error_rate":
-        return ratio(col(f"sum:{ERR}"), col(f"count:{ERR}"))
+        return ratio(stats[f"sum:{ERR}"], stats[f"count:{ERR}"])
     if m.kind == "tokens_per_s":
-        return pc.multiply(ratio(col(f"sum:{TPS_TOKENS}"), col(f"sum:{TPS_MS}")), 1000.0)
+        return ratio(stats[f"sum:{TPS_TOKENS}"], stats[f"sum:{TPS_MS}"]) * 1000.0
     if m.kind == "cost":
-        return pc.if_else(pc.equal(col(f"count:{COST}"), 0), None, col(f"sum:{COST}"))
+        return np.where(stats[f"count:{COST}"] > 0, stats[f"sum:{COST}"], np.nan)
     raise AssertionError(m.kind)
 
 
-def _quantiles(sk: pa.Table, keys: list[str], q: float, groups: int) -> np.ndarray:
-    """Per group (in key order, like the sorted stats) the q-quantile of its sketch."""
-    if sk.num_rows == 0:  # a global aggregate over no rows
-        return np.full(groups, np.nan)
-    bucket = sk[SKETCH_KEY].to_numpy()
-    counts = np.where(bucket == NULL_BUCKET, 0, sk["count"].to_numpy())
-    starts = _group_starts(sk, keys)
-    assert len(starts) == groups, "every group appears in every sketch"
-    return sketch.grouped_quantiles(bucket, counts, starts, q)
-
-
-def _group_starts(table: pa.Table, keys: list[str]) -> np.ndarray:
-    """First row of each run of equal keys (nulls equal to each other) in a sorted table."""
-    n = table.num_rows
-    if n == 0:
-        return np.zeros(0, np.int64)
-    change = np.zeros(n, bool)
-    change[0] = True
-    for key in keys:
-        column = table[key]
-        head, tail = column.slice(0, n - 1), column.slice(1)
-        differs = pc.fill_null(pc.not_equal(head, tail), False)
-        null_flip = pc.xor(pc.is_null(head), pc.is_null(tail))
-        change[1:] |= pc.or_(differs, null_flip).to_numpy(zero_copy_only=False)
-    return np.flatnonzero(change)
+def _quantiles(rows: np.ndarray, q: float, groups: int) -> np.ndarray:
+    """Per group the q-quantile of its sketch rows (sorted by group, then bucket)."""
+    out = np.full(groups, np.nan)
+    if not len(rows):
+        return out
+    group = rows[:, 0]
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    out[group[starts]] = sketch.grouped_quantiles(rows[:, 1], rows[:, 2], starts, q)
+    return out

@@ -123,3 +123,12 @@ def quirky_lines() -> list[str]:
          "route": "chat", "status": None, "region": "eu-west"},
     ]  # fmt: skip
     return [json.dumps(record, ensure_ascii=False) for record in records]
+
+
+def generate_demo_logs(directory: str | Path) -> list[str]:
+    """The demo's input: a day of traffic, 50,000 lines over 4 files with about 0.1% malformed,
+    plus a file of valid-but-quirky lines; returns the file paths."""
+    paths = write_logs(directory, rows=50_000, files=4, seed=2024)
+    quirky = Path(directory) / "quirky.jsonl"
+    quirky.write_text("".join(line + "\n" for line in quirky_lines()), encoding="utf-8")
+    return [*paths, str(quirky)]

@@ -50,7 +50,7 @@ NEEDS_COLUMNS = {  # fixed inputs of the derived metrics
     "tokens_per_s": ("tokens_output", "latency_ms"),
     "cost": ("model", "tokens_input", "tokens_output"),
 }
-_NUMERIC_KINDS = {"sum", "avg", "quantile"}
+_NUMERIC_KINDS = {"sum", "avg", "min", "max", "quantile"}
 _METRIC = re.compile(r"^\s*(\w+)\s*\(\s*([^()\s]+)\s*\)\s*$")
 _PERCENTILE = re.compile(r"^p(\d{1,2}(?:\.\d+)?)$")
 _BUCKET = re.compile(r"^\s*(\d+)\s*(s|m|min|h|d)\s*$")

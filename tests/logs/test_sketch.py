@@ -33,7 +33,8 @@ def test_relative_error_bound(name: str, q: float) -> None:
     assert abs(got - exact) <= sketch.ALPHA * abs(exact) + 1e-12
 
 
-def test_partials_merge_to_the_whole() -> None:
+@pytest.mark.parametrize("by", [["model", "hour"], []])
+def test_partials_merge_to_the_whole(by: list[str]) -> None:
     n = 5_000
     table = pa.table({
         "ts": pa.array(np.arange(n) * 60_000_000, pa.timestamp("us", tz="UTC")),
@@ -47,12 +48,12 @@ def test_partials_merge_to_the_whole() -> None:
     metrics = {"n": "count", "avg": "avg(latency_ms)", "p95": "p95(latency_ms)", "cost": "cost",
                "max": "max(tokens_input)", "err": "error_rate", "tps": "tokens_per_s"}  # fmt: skip
     conditions = parse_conditions({"min_latency_ms": 50}, table.column_names)
-    plan = make_plan(conditions, ["model", "hour"], metrics, None)
+    plan = make_plan(conditions, by, metrics, None)
     prices = load_prices()
     whole = finalize(partial(table, plan, prices), plan)
     parts = [partial(table.slice(start, 700), plan, prices) for start in range(0, n, 700)]
     merged = finalize(merge(parts, plan), plan)
-    assert len(whole) == 3 * (n // 60 + 1)
+    assert len(whole) == (3 * (n // 60 + 1) if by else 1)
     np.testing.assert_array_equal(whole["n"], merged["n"])
     np.testing.assert_array_equal(whole["p95"], merged["p95"])
     np.testing.assert_allclose(
