@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from vi_helpers import assert_exact, simd_levels
 
 import vectorindex as vi
-from vi_helpers import assert_exact, simd_levels
 
 LEVELS = simd_levels()
 METRICS = ["l2", "ip", "cosine"]
@@ -41,8 +41,8 @@ def test_random_matches_exact(n, d, nq, k, metric, seed):
     rng = np.random.default_rng(seed)
     xb = rng.standard_normal((n, d)).astype(np.float32)
     xq = rng.standard_normal((nq, d)).astype(np.float32)
-    D, I = build(xb, metric).search(xq, k)
-    assert_exact(D, I, xb, np.arange(n), xq, k, metric)
+    dist, found = build(xb, metric).search(xq, k)
+    assert_exact(dist, found, xb, np.arange(n), xq, k, metric)
 
 
 @pytest.mark.parametrize("metric", METRICS)
@@ -52,8 +52,8 @@ def test_kernel_levels_match_exact(level, metric):
     for n, d, nq in [(1, 1, 1), (7, 17, 5), (1000, 384, 3), (2003, 96, 70)]:
         xb = rng.standard_normal((n, d)).astype(np.float32)
         xq = rng.standard_normal((nq, d)).astype(np.float32)
-        D, I = build(xb, metric).search(xq, 10)
-        assert_exact(D, I, xb, np.arange(n), xq, 10, metric)
+        dist, found = build(xb, metric).search(xq, 10)
+        assert_exact(dist, found, xb, np.arange(n), xq, 10, metric)
 
 
 def test_adversarial_data():
@@ -70,9 +70,9 @@ def test_adversarial_data():
     for name, xb in cases.items():
         xq = np.concatenate([xb[:3], rng.standard_normal((3, xb.shape[1])).astype(np.float32)])
         for metric in METRICS:
-            D, I = build(xb, metric).search(xq, 20)
+            dist, found = build(xb, metric).search(xq, 20)
             try:
-                assert_exact(D, I, xb, np.arange(len(xb)), xq, 20, metric)
+                assert_exact(dist, found, xb, np.arange(len(xb)), xq, 20, metric)
             except AssertionError as e:
                 raise AssertionError(f"{name} {metric}") from e
 
@@ -80,9 +80,9 @@ def test_adversarial_data():
 def test_query_equal_to_a_row_has_distance_zero():
     rng = np.random.default_rng(3)
     xb = (rng.standard_normal((500, 64)) * 100).astype(np.float32)
-    D, I = build(xb, "l2").search(xb[:10], 1)
-    np.testing.assert_array_equal(I[:, 0], np.arange(10))
-    np.testing.assert_array_equal(D[:, 0], 0)
+    dist, found = build(xb, "l2").search(xb[:10], 1)
+    np.testing.assert_array_equal(found[:, 0], np.arange(10))
+    np.testing.assert_array_equal(dist[:, 0], 0)
 
 
 @pytest.mark.parametrize("metric", ["l2", "ip"])
@@ -92,10 +92,10 @@ def test_same_ids_as_faiss(metric):
     xq = rng.standard_normal((40, 48)).astype(np.float32)
     ref = faiss.IndexFlatL2(48) if metric == "l2" else faiss.IndexFlatIP(48)
     ref.add(xb)
-    FD, FI = ref.search(xq, 10)
-    D, I = build(xb, metric).search(xq, 10)
-    np.testing.assert_array_equal(I, FI)
-    np.testing.assert_allclose(D, FD, rtol=1e-4, atol=1e-4)
+    faiss_dist, faiss_ids = ref.search(xq, 10)
+    dist, found = build(xb, metric).search(xq, 10)
+    np.testing.assert_array_equal(found, faiss_ids)
+    np.testing.assert_allclose(dist, faiss_dist, rtol=1e-4, atol=1e-4)
 
 
 def test_flat_l2_and_ip_classes():
@@ -108,8 +108,8 @@ def test_flat_l2_and_ip_classes():
     ]:
         index.add(xb)
         assert (index.d, index.ntotal, index.metric) == (8, 100, metric)
-        D, I = index.search(xb[:4], 5)
-        assert_exact(D, I, xb, np.arange(100), xb[:4], 5, metric)
+        dist, found = index.search(xb[:4], 5)
+        assert_exact(dist, found, xb, np.arange(100), xb[:4], 5, metric)
 
 
 def test_ids_remove_and_compaction():
@@ -124,15 +124,15 @@ def test_ids_remove_and_compaction():
     keep = ~np.isin(ids, gone)
     assert index.ntotal == keep.sum()
     np.testing.assert_array_equal(np.sort(index.ids()), np.sort(ids[keep]))
-    D, I = index.search(xb, 10)
-    assert not np.isin(I, gone).any()
-    assert_exact(D, I, xb[keep], ids[keep], xb, 10, "l2")
+    dist, found = index.search(xb, 10)
+    assert not np.isin(found, gone).any()
+    assert_exact(dist, found, xb[keep], ids[keep], xb, 10, "l2")
     # New rows after the compaction get fresh sequential ids.
     fresh = rng.standard_normal((5, 12)).astype(np.float32) + 100
     index.add(fresh)
-    D, I = index.search(fresh, 1)
-    np.testing.assert_array_equal(I[:, 0], ids.max() + 1 + np.arange(5))
-    np.testing.assert_array_equal(D[:, 0], 0)
+    dist, found = index.search(fresh, 1)
+    np.testing.assert_array_equal(found[:, 0], ids.max() + 1 + np.arange(5))
+    np.testing.assert_array_equal(dist[:, 0], 0)
 
 
 @pytest.mark.parametrize("metric", METRICS)
@@ -142,11 +142,11 @@ def test_filtered_search_is_exact(metric):
     xq = rng.standard_normal((8, 24)).astype(np.float32)
     index = build(xb, metric)
     for allowed in [np.array([5, 17, 2999]), np.arange(0, 3000, 2), np.array([], np.int64)]:
-        D, I = index.search(xq, 10, allowed_ids=allowed)
-        assert_exact(D, I, xb[allowed], allowed, xq, 10, metric)
-    D, I = index.search(xq, 10, allowed_ids=lambda ids: ids % 7 == 0)
+        dist, found = index.search(xq, 10, allowed_ids=allowed)
+        assert_exact(dist, found, xb[allowed], allowed, xq, 10, metric)
+    dist, found = index.search(xq, 10, allowed_ids=lambda ids: ids % 7 == 0)
     sel = np.arange(0, 3000, 7)
-    assert_exact(D, I, xb[sel], sel, xq, 10, metric)
+    assert_exact(dist, found, xb[sel], sel, xq, 10, metric)
 
 
 @pytest.mark.parametrize("metric", METRICS)
@@ -158,10 +158,10 @@ def test_int8_recall_and_memory(metric):
     exact = build(xb, metric)
     _, ref = exact.search(xq, 10)
     reranked = build(xb, metric, quantize="int8")
-    D, I = reranked.search(xq, 10)
+    dist, found = reranked.search(xq, 10)
     # Re-ranked with the kept floats: exact for all but near-ties at the candidate cut.
-    assert np.mean([len(set(a) & set(b)) for a, b in zip(I, ref, strict=True)]) >= 9.9
+    assert np.mean([len(set(a) & set(b)) for a, b in zip(found, ref, strict=True)]) >= 9.9
     codes_only = build(xb, metric, quantize="int8", keep_float=False)
-    _, I8 = codes_only.search(xq, 10)
-    assert np.mean([len(set(a) & set(b)) for a, b in zip(I8, ref, strict=True)]) >= 9.0
+    _, ids8 = codes_only.search(xq, 10)
+    assert np.mean([len(set(a) & set(b)) for a, b in zip(ids8, ref, strict=True)]) >= 9.0
     assert codes_only.memory_usage() <= 0.3 * exact.memory_usage()

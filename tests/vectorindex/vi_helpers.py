@@ -43,8 +43,8 @@ def scale(xb: np.ndarray, xq: np.ndarray, metric: str) -> np.ndarray:
 
 
 def assert_exact(
-    D: np.ndarray,
-    I: np.ndarray,
+    dist: np.ndarray,
+    found: np.ndarray,
     xb: np.ndarray,
     ids: np.ndarray,
     xq: np.ndarray,
@@ -52,22 +52,22 @@ def assert_exact(
     metric: str,
     rtol: float = 1e-4,
 ) -> None:
-    """D/I equal exact search up to exact ties: the same distances in order (within rtol of the
-    scores' magnitude), every id real and its distance the one reported, -1 only past n."""
+    """dist/found equal exact search up to exact ties: the same distances in order (within rtol
+    of the scores' magnitude), every id real and its distance the one reported, -1 only past n."""
     n = len(xb)
     S = true_scores(xb, xq, metric)
     tol = rtol * scale(xb, xq, metric) + 1e-6
     order = np.argsort(S if metric == "l2" else -S, axis=1, kind="stable")[:, :k]
     want = np.take_along_axis(S, order, axis=1)
-    assert D.shape == I.shape == (len(xq), k)
-    assert D.dtype == np.float32 and I.dtype == np.int64
-    assert (I[:, n:] == -1).all()
-    got_ids = I[:, : min(n, k)]
+    assert dist.shape == found.shape == (len(xq), k)
+    assert dist.dtype == np.float32 and found.dtype == np.int64
+    assert (found[:, n:] == -1).all()
+    got_ids = found[:, : min(n, k)]
     assert (got_ids >= 0).all()
     pos = {int(i): p for p, i in enumerate(ids)}
     cols = np.vectorize(pos.__getitem__)(got_ids) if got_ids.size else got_ids
     got = np.take_along_axis(S, cols, axis=1)
     assert np.all(np.abs(got - want[:, : got.shape[1]]) <= tol)
-    assert np.all(np.abs(D[:, : got.shape[1]] - got) <= tol)
+    assert np.all(np.abs(dist[:, : got.shape[1]] - got) <= tol)
     for row in got_ids:
         assert len(set(row.tolist())) == len(row)

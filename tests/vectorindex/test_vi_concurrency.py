@@ -1,0 +1,56 @@
+"""Searches from many threads while another thread adds and removes: no crash, and only ids
+that exist (or existed a moment ago) come back."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import vectorindex as vi
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_search_while_adding(kind):
+    d, batch, batches = 16, 200, 15
+    rng = np.random.default_rng(0)
+    xb = rng.standard_normal((batch * batches, d)).astype(np.float32)
+    index = vi.IndexFlat(d) if kind == "flat" else vi.IndexHNSW(d, M=8, ef_construction=40)
+    index.add_with_ids(xb[:batch], np.arange(batch))
+    added = threading.Event()
+    # Ids below limit[0] are added or being added; it only grows.
+    limit = [batch]
+    errors: list[BaseException] = []
+    seen_bad: list[np.ndarray] = []
+    deadline = time.monotonic() + 20
+
+    def searcher(seed: int) -> None:
+        q = np.random.default_rng(seed).standard_normal((8, d)).astype(np.float32)
+        try:
+            while not added.is_set() and time.monotonic() < deadline:
+                _, found = index.search(q, 10)
+                if not ((found >= 0) & (found < limit[0])).all():
+                    seen_bad.append(found)
+        except BaseException as e:  # noqa: BLE001 - any failure in a thread fails the test
+            errors.append(e)
+
+    threads = [threading.Thread(target=searcher, args=(s,)) for s in range(3)]
+    for t in threads:
+        t.start()
+    for b in range(1, batches):
+        rows = slice(b * batch, (b + 1) * batch)
+        limit[0] = rows.stop
+        index.add_with_ids(xb[rows], np.arange(rows.start, rows.stop))
+        index.remove_ids(np.arange(rows.start, rows.start + 10))
+    added.set()
+    for t in threads:
+        t.join()
+    assert not errors and not seen_bad
+    assert index.ntotal == batch * batches - 10 * (batches - 1)
+    _, found = index.search(xb, 1)
+    removed = np.isin(
+        np.arange(len(xb)), [b * batch + j for b in range(1, batches) for j in range(10)]
+    )
+    assert not np.isin(found, np.flatnonzero(removed)).any()

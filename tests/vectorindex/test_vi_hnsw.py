@@ -1,0 +1,107 @@
+"""HNSW: recall against exact search, deletions, filters and int8 codes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from vi_helpers import assert_exact, true_scores
+
+import vectorindex as vi
+
+METRICS = ["l2", "ip", "cosine"]
+
+
+def clustered(n: int, d: int, seed: int) -> np.ndarray:
+    """Points around 50 centres: closer to real embeddings than isotropic noise."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((50, d)) * 3
+    return (centres[rng.integers(0, 50, n)] + rng.standard_normal((n, d))).astype(np.float32)
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    """Share of the true neighbours found (-1 padding is no neighbour)."""
+    hits = [
+        len((set(a) & set(b)) - {-1}) / len(set(b) - {-1})
+        for a, b in zip(found, truth, strict=True)
+    ]
+    return float(np.mean(hits))
+
+
+def exact_ids(xb: np.ndarray, xq: np.ndarray, k: int, metric: str) -> np.ndarray:
+    ref = vi.IndexFlat(xb.shape[1], metric)
+    ref.add(xb)
+    return ref.search(xq, k)[1]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return clustered(3000, 32, 0), clustered(100, 32, 1)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_recall(data, metric, quantize):
+    xb, xq = data
+    index = vi.IndexHNSW(32, metric, M=16, ef_construction=100, quantize=quantize)
+    index.add(xb)
+    assert index.ntotal == len(xb)
+    dist, found = index.search(xq, 10, ef_search=64)
+    # Inner product is no metric (a graph by it has hubs): the usual MIPS recall gap.
+    assert recall(found, exact_ids(xb, xq, 10, metric)) >= (0.9 if metric == "ip" else 0.95)
+    # Reported distances are the true ones (floats are kept, so int8 hits are re-ranked).
+    S = true_scores(xb, xq, metric)
+    np.testing.assert_allclose(dist, np.take_along_axis(S, found, axis=1), rtol=1e-4, atol=1e-3)
+
+
+def test_ef_search_changes_the_beam(data):
+    xb, xq = data
+    index = vi.IndexHNSW(32, M=8, ef_construction=40)
+    index.add(xb)
+    truth = exact_ids(xb, xq, 10, "l2")
+    narrow = recall(index.search(xq, 10, ef_search=10)[1], truth)
+    index.ef_search = 200
+    wide = recall(index.search(xq, 10)[1], truth)
+    assert wide >= narrow and wide >= 0.97
+
+
+def test_small_and_incremental():
+    rng = np.random.default_rng(2)
+    index = vi.IndexHNSW(8, "l2")
+    xb = rng.standard_normal((3, 8)).astype(np.float32)
+    index.add(xb[:1])
+    dist, found = index.search(xb, 5)
+    assert (found[:, 0] == 0).all() and (found[:, 1:] == -1).all()
+    index.add(xb[1:])
+    dist, found = index.search(xb, 5)
+    assert_exact(dist, found, xb, np.arange(3), xb, 5, "l2")
+
+
+def test_deleted_ids_never_come_back(data):
+    xb, xq = data
+    index = vi.IndexHNSW(32, M=12, ef_construction=80)
+    index.add_with_ids(xb, np.arange(len(xb)) * 10)
+    gone = np.arange(0, len(xb), 2) * 10
+    assert index.remove_ids(gone) == len(gone)
+    assert index.ntotal == len(xb) - len(gone)
+    _, found = index.search(np.concatenate([xq, xb[:50]]), 10)
+    assert not np.isin(found, gone).any()
+    live = np.arange(1, len(xb), 2)
+    truth = exact_ids(xb[live], xq, 10, "l2") * 20 + 10
+    assert recall(found[: len(xq)], truth) >= 0.9
+    index.compact()
+    assert index.ntotal == len(live)
+    _, found = index.search(xq, 10)
+    assert recall(found, truth) >= 0.95
+
+
+@pytest.mark.parametrize("n_allowed", [3, 40, 2000])
+def test_filtered_search_keeps_recall(data, n_allowed):
+    xb, xq = data
+    index = vi.IndexHNSW(32, M=16, ef_construction=100)
+    index.add(xb)
+    allowed = np.random.default_rng(3).choice(len(xb), n_allowed, replace=False)
+    _, found = index.search(xq, 10, allowed_ids=allowed)
+    assert np.isin(found[found >= 0], allowed).all()
+    truth = allowed[exact_ids(xb[allowed], xq, 10, "l2")]
+    truth[exact_ids(xb[allowed], xq, 10, "l2") < 0] = -1
+    assert recall(found, truth) >= 0.95
