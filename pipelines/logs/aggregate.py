@@ -47,15 +47,23 @@ def partial(table: pa.Table, plan: Plan, prices: PriceTable) -> Partial:
         values, integer = _values(table, column, rows, prices)
         if integer:
             out.integer.add(column)
-        valid = ~np.isnan(values)
-        gids, vals = ids[valid], values[valid]
+        gids, vals = _valid(ids, values)
         for func in funcs:
-            out.stats[f"{func}:{column}"] = _reduce(func, gids, vals, groups)
+            if func == "count" and len(gids) == len(ids):  # no nulls: the row count
+                out.stats[f"count:{column}"] = out.stats[ROWS]
+            else:
+                out.stats[f"{func}:{column}"] = _reduce(func, gids, vals, groups)
     for column in {m.column for m in plan.metrics if m.kind == "quantile"}:
         values, _ = _values(table, column, rows, prices)
-        valid = ~np.isnan(values)
-        out.sketches[column] = _sketch_counts(ids[valid], sketch.keys(values[valid]), groups)
+        gids, vals = _valid(ids, values)
+        out.sketches[column] = _sketch_counts(gids, sketch.keys(vals), groups)
     return out
+
+
+def _valid(ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group ids and values of the non-null (non-NaN) values; no copy when all are."""
+    valid = ~np.isnan(values)
+    return (ids, values) if valid.all() else (ids[valid], values[valid])
 
 
 def _matching_rows(table: pa.Table, conditions: tuple[Condition, ...]) -> np.ndarray | None:
@@ -78,21 +86,30 @@ def _condition(column: pa.ChunkedArray, cond: Condition) -> np.ndarray:
         return wanted[codes]
     if cond.op == "in":
         hit = pc.is_in(column, value_set=pa.array(cond.values, column.type))
-    else:
-        compare = {"min": pc.greater_equal, "max": pc.less_equal, "until": pc.less}[cond.op]
-        hit = compare(column, pa.scalar(cond.values[0], column.type))
-    return pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
+        return pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
+    # NumPy on the (zero-copy) values: nulls are NaN / NaT there, and compare false.
+    values = column.to_numpy(zero_copy_only=False)
+    bound = (
+        pa.scalar(cond.values[0], column.type).to_numpy()
+        if values.dtype.kind == "M"
+        else cond.values[0]
+    )
+    if cond.op == "min":
+        return values >= bound
+    return values <= bound if cond.op == "max" else values < bound
 
 
 def _dictionary_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     """Per-row codes into `labels`, the dictionary plus a trailing null for null rows."""
     array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if pa.types.is_null(array.type):  # a column this block never saw: all null strings
+        return np.zeros(len(array), np.int32), pa.nulls(1, pa.string())
     if not pa.types.is_dictionary(array.type):
         array = pc.dictionary_encode(array)
     size = len(array.dictionary)
-    codes = pc.fill_null(array.indices, size).to_numpy(zero_copy_only=False)
+    indices = array.indices if array.null_count == 0 else pc.fill_null(array.indices, size)
     labels = pa.concat_arrays([array.dictionary, pa.nulls(1, array.dictionary.type)])
-    return codes.astype(np.int64, copy=False), labels
+    return indices.to_numpy(zero_copy_only=False), labels
 
 
 def _row_groups(
@@ -176,27 +193,25 @@ def _values(
         codes, labels = _dictionary_codes(table["status"])
         per_label = np.where(pc.equal(labels, "ok").to_numpy(zero_copy_only=False), 0.0, 1.0)
         per_label[-1] = np.nan  # no status: neither ok nor an error
-        values = per_label[codes]
-    elif column in (TPS_TOKENS, TPS_MS):
+        return per_label[codes if rows is None else codes[rows]], False
+    if column in (TPS_TOKENS, TPS_MS):
         # Only rows with both: tokens per second of the requests whose time is known.
-        tokens, _ = _values(table, "tokens_output", None, prices)
-        latency, _ = _values(table, "latency_ms", None, prices)
+        tokens, _ = _values(table, "tokens_output", rows, prices)
+        latency, _ = _values(table, "latency_ms", rows, prices)
         values = tokens if column == TPS_TOKENS else latency
-        values = np.where(np.isnan(tokens) | np.isnan(latency), np.nan, values)
-    elif column == COST:
-        values = _row_cost(table, prices)
-    else:
-        data = table[column]
-        if pa.types.is_null(data.type):
-            values = np.full(len(data), np.nan)
-        else:
-            values = np.asarray(data.to_numpy(zero_copy_only=False), dtype=np.float64)
-        integer = pa.types.is_integer(data.type)
-        return (values if rows is None else values[rows]), integer
-    return (values if rows is None else values[rows]), False
+        return np.where(np.isnan(tokens) | np.isnan(latency), np.nan, values), False
+    if column == COST:
+        return _row_cost(table, rows, prices), False
+    data = table[column]
+    if pa.types.is_null(data.type):
+        values = np.full(len(data), np.nan)
+    else:  # zero-copy without nulls; select the rows before widening to float64
+        values = data.to_numpy(zero_copy_only=False)
+    values = values if rows is None else values[rows]
+    return values.astype(np.float64, copy=False), pa.types.is_integer(data.type)
 
 
-def _row_cost(table: pa.Table, prices: PriceTable) -> np.ndarray:
+def _row_cost(table: pa.Table, rows: np.ndarray | None, prices: PriceTable) -> np.ndarray:
     """tokens_input x input price + tokens_output x output price by the row's model; NaN
     where the model has no price or a token count is missing."""
     codes, labels = _dictionary_codes(table["model"])
@@ -204,8 +219,9 @@ def _row_cost(table: pa.Table, prices: PriceTable) -> np.ndarray:
     scale = 1.0 / prices.per_tokens
     price_in = np.array([p.input * scale if p else np.nan for p in found])
     price_out = np.array([p.output * scale if p else np.nan for p in found])
-    tokens_in, _ = _values(table, "tokens_input", None, prices)
-    tokens_out, _ = _values(table, "tokens_output", None, prices)
+    codes = codes if rows is None else codes[rows]
+    tokens_in, _ = _values(table, "tokens_input", rows, prices)
+    tokens_out, _ = _values(table, "tokens_output", rows, prices)
     return tokens_in * price_in[codes] + tokens_out * price_out[codes]
 
 
@@ -280,14 +296,14 @@ def finalize(part: Partial, plan: Plan) -> pd.DataFrame:
         perm = pc.sort_indices(part.keys, sort_keys=order).to_numpy()
     else:
         perm = np.zeros(1, np.int64)
-    columns: dict[str, pa.Array | np.ndarray] = {k: part.keys[k].take(perm) for k in plan.keys}
+    columns = {k: part.keys[k].take(perm).to_pandas() for k in plan.keys}
     for m in plan.metrics:
         if m.kind == "quantile":
             values = _quantiles(part.sketches[m.column], m.q, groups)
         else:
             values = _metric(part, m)
         columns[m.name] = values[perm]
-    return pa.table(columns).to_pandas()
+    return pd.DataFrame(columns)
 
 
 def _metric(part: Partial, m: Metric) -> np.ndarray:

@@ -112,16 +112,44 @@ def quirky_lines() -> list[str]:
     """Valid but unusual lines every parser must keep: nulls, missing fields, unicode, epoch
     and offset timestamps, int vs float, nested extras."""
     records = [
-        {"ts": "2024-01-01T12:00:00+02:00", "model": "gpt-4.1", "latency_ms": 100,
-         "tokens_input": 10, "tokens_output": 20, "route": "chat", "status": "ok"},
-        {"ts": 1704110400, "model": "gpt-4.1", "latency_ms": 250.5, "tokens_input": 5,
-         "tokens_output": 7, "route": "rag", "status": "error"},
-        {"ts": "2024-01-01T10:30:00Z", "model": "modèle-ü", "latency_ms": None,
-         "tokens_input": 1, "tokens_output": None, "route": "chat", "status": "ok",
-         "user": "ユーザー", "meta": {"k": 1}},
-        {"ts": "2024-01-01T11:00:00.5Z", "model": "gpt-4.1", "latency_ms": 300.0,
-         "route": "chat", "status": None, "region": "eu-west"},
-    ]  # fmt: skip
+        {
+            "ts": "2024-01-01T12:00:00+02:00",
+            "model": "gpt-4.1",
+            "latency_ms": 100,
+            "tokens_input": 10,
+            "tokens_output": 20,
+            "route": "chat",
+            "status": "ok",
+        },
+        {
+            "ts": 1704110400,
+            "model": "gpt-4.1",
+            "latency_ms": 250.5,
+            "tokens_input": 5,
+            "tokens_output": 7,
+            "route": "rag",
+            "status": "error",
+        },
+        {
+            "ts": "2024-01-01T10:30:00Z",
+            "model": "modèle-ü",
+            "latency_ms": None,
+            "tokens_input": 1,
+            "tokens_output": None,
+            "route": "chat",
+            "status": "ok",
+            "user": "ユーザー",
+            "meta": {"k": 1},
+        },
+        {
+            "ts": "2024-01-01T11:00:00.5Z",
+            "model": "gpt-4.1",
+            "latency_ms": 300.0,
+            "route": "chat",
+            "status": None,
+            "region": "eu-west",
+        },
+    ]
     return [json.dumps(record, ensure_ascii=False) for record in records]
 
 

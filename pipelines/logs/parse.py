@@ -50,8 +50,13 @@ class Quarantined:
     raw: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "line": self.line, "reason": self.reason,
-                "detail": self.detail, "raw": self.raw}  # fmt: skip
+        return {
+            "file": self.file,
+            "line": self.line,
+            "reason": self.reason,
+            "detail": self.detail,
+            "raw": self.raw,
+        }
 
 
 @dataclass

@@ -15,9 +15,11 @@ from pipelines.logs.sketch import ALPHA
 
 duckdb = pytest.importorskip("duckdb")
 
-COLUMNS = ("{'ts': 'TIMESTAMPTZ', 'model': 'VARCHAR', 'latency_ms': 'DOUBLE', "
-           "'tokens_input': 'BIGINT', 'tokens_output': 'BIGINT', 'route': 'VARCHAR', "
-           "'status': 'VARCHAR'}")  # fmt: skip
+COLUMNS = (
+    "{'ts': 'TIMESTAMPTZ', 'model': 'VARCHAR', 'latency_ms': 'DOUBLE', "
+    "'tokens_input': 'BIGINT', 'tokens_output': 'BIGINT', 'route': 'VARCHAR', "
+    "'status': 'VARCHAR'}"
+)
 
 # (filter, by, metrics, bucket, DuckDB select list, DuckDB where, DuckDB group keys)
 QUERIES = [
@@ -92,12 +94,16 @@ def reference(log_dir: Path):
     files = sorted(str(p) for p in log_dir.glob("*.jsonl"))
     # DuckDB turns malformed lines into rows of NULLs (DESIGN.md); generated lines that are
     # kept always carry a latency, so this is the set of rows our parser keeps.
-    con.execute(f"CREATE TABLE logs AS SELECT * FROM read_json({files}, columns={COLUMNS}, "
-                "format='newline_delimited', ignore_errors=true) WHERE latency_ms IS NOT NULL")  # fmt: skip
+    con.execute(
+        f"CREATE TABLE logs AS SELECT * FROM read_json({files}, columns={COLUMNS}, "
+        "format='newline_delimited', ignore_errors=true) WHERE latency_ms IS NOT NULL"
+    )
     prices = load_prices()
     con.execute("CREATE TABLE prices (model VARCHAR, input DOUBLE, output DOUBLE)")
-    con.executemany("INSERT INTO prices VALUES (?, ?, ?)",
-                    [(m, p.input, p.output) for m, p in prices.models.items()])  # fmt: skip
+    con.executemany(
+        "INSERT INTO prices VALUES (?, ?, ?)",
+        [(m, p.input, p.output) for m, p in prices.models.items()],
+    )
     return con
 
 
@@ -132,8 +138,9 @@ def arrow_store(log_dir: Path) -> LogStore:
 
 
 @pytest.mark.parametrize(("conds", "by", "metrics", "bucket", "select", "where", "keys"), QUERIES)
-def test_arrow_engine_matches_duckdb(arrow_store, reference, conds, by, metrics, bucket, select,
-                                     where, keys) -> None:  # fmt: skip
+def test_arrow_engine_matches_duckdb(
+    arrow_store, reference, conds, by, metrics, bucket, select, where, keys
+) -> None:
     ours = arrow_store.query().filter(**conds).aggregate(by=by, metrics=metrics, bucket=bucket)
     nkeys = len(by) + (1 if bucket else 0)
     assert_same(ours, duck(reference, select, where, keys), metrics, nkeys)

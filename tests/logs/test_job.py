@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from jobs.cli import main
 from pipelines.logs import LogStore
@@ -15,9 +14,19 @@ from refinery.tracking import tracking_uri
 
 
 def run_logs(runtime: RuntimeConfig, *args: str) -> int:
-    return main(["run", "logs", "--config", "configs/logs.yaml",
-                 "--set", f"runtime.storage.root={runtime.storage.root}",
-                 "--set", f"runtime.tracking.experiment={runtime.tracking.experiment}", *args])  # fmt: skip
+    return main(
+        [
+            "run",
+            "logs",
+            "--config",
+            "configs/logs.yaml",
+            "--set",
+            f"runtime.storage.root={runtime.storage.root}",
+            "--set",
+            f"runtime.tracking.experiment={runtime.tracking.experiment}",
+            *args,
+        ]
+    )
 
 
 def test_run_logs_writes_table_quarantine_chart_stats(
@@ -63,10 +72,25 @@ def test_run_logs_csv_ray_engine_and_filters(
     ray_session, runtime: RuntimeConfig, log_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "csv"
-    code = run_logs(runtime, "--input", str(log_dir / "logs-00001.jsonl"), "--output", str(out),
-                    "--set", "engine=ray", "--set", "table.format=csv", "--set", "chart.enabled=false",
-                    "--set", "query.filters={model: gpt-4.1}", "--set", "query.by=[route]",
-                    "--set", "query.bucket=6h")  # fmt: skip
+    code = run_logs(
+        runtime,
+        "--input",
+        str(log_dir / "logs-00001.jsonl"),
+        "--output",
+        str(out),
+        "--set",
+        "engine=ray",
+        "--set",
+        "table.format=csv",
+        "--set",
+        "chart.enabled=false",
+        "--set",
+        "query.filters={model: gpt-4.1}",
+        "--set",
+        "query.by=[route]",
+        "--set",
+        "query.bucket=6h",
+    )
     assert code == 0
     table = pd.read_csv(out / "aggregate.csv")
     assert list(table.columns[:3]) == ["route", "bucket", "requests"]

@@ -13,8 +13,15 @@ from pipelines.logs import parse as parse_module
 from pipelines.logs.generate import quirky_lines
 from pipelines.logs.parse import parse_buffer
 
-GOOD = {"ts": "2024-01-01T12:00:00Z", "model": "gpt-4.1", "latency_ms": 423,
-        "tokens_input": 100, "tokens_output": 921, "route": "chat", "status": "ok"}  # fmt: skip
+GOOD = {
+    "ts": "2024-01-01T12:00:00Z",
+    "model": "gpt-4.1",
+    "latency_ms": 423,
+    "tokens_input": 100,
+    "tokens_output": 921,
+    "route": "chat",
+    "status": "ok",
+}
 
 
 def good(**changes) -> str:

@@ -24,8 +24,11 @@ RECORDS = [
     ("2024-01-01T13:00:00Z", None, "chat", "ok", 50, 60, 80, {}),
     ("2024-01-01T13:30:00Z", "c", "chat", None, 700, 1, 2, {"score": 0.5}),
 ]
-PRICES = PriceTable(models={"a": ModelPrice(input=1.0, output=2.0)},
-                    default=ModelPrice(input=10.0, output=20.0), per_tokens=1000)  # fmt: skip
+PRICES = PriceTable(
+    models={"a": ModelPrice(input=1.0, output=2.0)},
+    default=ModelPrice(input=10.0, output=20.0),
+    per_tokens=1000,
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +36,26 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> LogStore:
     path = tmp_path_factory.mktemp("small") / "small.jsonl"
     lines = []
     for ts, model, route, status, latency, t_in, t_out, extra in RECORDS:
-        record = {"ts": ts, "model": model, "route": route, "status": status,
-                  "latency_ms": latency, "tokens_input": t_in, "tokens_output": t_out, **extra}  # fmt: skip
+        record = {
+            "ts": ts,
+            "model": model,
+            "route": route,
+            "status": status,
+            "latency_ms": latency,
+            "tokens_input": t_in,
+            "tokens_output": t_out,
+            **extra,
+        }
         lines.append(json.dumps(record))
     path.write_text("\n".join(lines) + "\n")
     return LogStore.from_jsonl(path, engine="arrow", prices=PRICES)
 
 
 def rows(df: pd.DataFrame) -> list[dict]:
-    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
-            for r in df.to_dict("records")]  # fmt: skip
+    return [
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+        for r in df.to_dict("records")
+    ]
 
 
 def test_seed_example(store: LogStore) -> None:
@@ -56,7 +69,7 @@ def test_seed_example(store: LogStore) -> None:
                 "avg_latency": "avg(latency_ms)",
                 "max_latency": "max(latency_ms)",
             },
-        )  # fmt: skip
+        )
     )
     assert list(df.columns) == ["model", "count", "avg_latency", "max_latency"]
     assert rows(df) == [
@@ -130,8 +143,11 @@ def test_group_keys_sorted_nulls_last_and_extras(store: LogStore) -> None:
     assert keys == [("a", "eu"), ("a", "us"), ("b", "eu"), ("b", None), ("c", None), (None, None)]
     assert df["n"].tolist() == [2, 1, 1, 1, 1, 1]
     score = store.query().aggregate(by=["region"], metrics={"s": "sum(score)"})
-    assert rows(score) == [{"region": "eu", "s": 4.5}, {"region": "us", "s": None},
-                           {"region": None, "s": 0.5}]  # fmt: skip
+    assert rows(score) == [
+        {"region": "eu", "s": 4.5},
+        {"region": "us", "s": None},
+        {"region": None, "s": 0.5},
+    ]
 
 
 def test_time_buckets(store: LogStore) -> None:

@@ -17,7 +17,7 @@ DATASETS = {
     "tiny_and_huge": np.concatenate([rng.uniform(1e-6, 1e-3, 500), rng.uniform(1e6, 1e9, 500)]),
     "with_zeros_and_negatives": np.concatenate(
         [np.zeros(300), -rng.lognormal(2, 1, 300), rng.lognormal(2, 1, 400)]
-    ),  # fmt: skip
+    ),
     "integers_with_ties": rng.integers(1, 20, 5_000).astype(float),
     "one_value": np.array([42.0]),
 }
@@ -36,17 +36,26 @@ def test_relative_error_bound(name: str, q: float) -> None:
 @pytest.mark.parametrize("by", [["model", "hour"], []])
 def test_partials_merge_to_the_whole(by: list[str]) -> None:
     n = 5_000
-    table = pa.table({
-        "ts": pa.array(np.arange(n) * 60_000_000, pa.timestamp("us", tz="UTC")),
-        "model": pa.array(rng.choice(["a", "b", "c"], n)).dictionary_encode(),
-        "route": pa.array(rng.choice(["x", "y"], n)).dictionary_encode(),
-        "status": pa.array(rng.choice(["ok", "error"], n, p=[0.9, 0.1])).dictionary_encode(),
-        "latency_ms": rng.lognormal(5, 1, n),
-        "tokens_input": rng.integers(1, 1000, n),
-        "tokens_output": rng.integers(1, 1000, n),
-    })  # fmt: skip
-    metrics = {"n": "count", "avg": "avg(latency_ms)", "p95": "p95(latency_ms)", "cost": "cost",
-               "max": "max(tokens_input)", "err": "error_rate", "tps": "tokens_per_s"}  # fmt: skip
+    table = pa.table(
+        {
+            "ts": pa.array(np.arange(n) * 60_000_000, pa.timestamp("us", tz="UTC")),
+            "model": pa.array(rng.choice(["a", "b", "c"], n)).dictionary_encode(),
+            "route": pa.array(rng.choice(["x", "y"], n)).dictionary_encode(),
+            "status": pa.array(rng.choice(["ok", "error"], n, p=[0.9, 0.1])).dictionary_encode(),
+            "latency_ms": rng.lognormal(5, 1, n),
+            "tokens_input": rng.integers(1, 1000, n),
+            "tokens_output": rng.integers(1, 1000, n),
+        }
+    )
+    metrics = {
+        "n": "count",
+        "avg": "avg(latency_ms)",
+        "p95": "p95(latency_ms)",
+        "cost": "cost",
+        "max": "max(tokens_input)",
+        "err": "error_rate",
+        "tps": "tokens_per_s",
+    }
     conditions = parse_conditions({"min_latency_ms": 50}, table.column_names)
     plan = make_plan(conditions, by, metrics, None)
     prices = load_prices()
