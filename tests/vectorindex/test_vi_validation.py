@@ -57,7 +57,7 @@ def test_bad_ids(index):
         index.add_with_ids(GOOD, [0, 100])
     with pytest.raises(ValueError, match="already in the index or repeated"):
         index.add_with_ids(GOOD, [100, 100])
-    with pytest.raises(ValueError, match="must be 1-dist"):
+    with pytest.raises(ValueError, match="must be 1-D"):
         index.remove_ids(np.zeros((2, 2), np.int64))
     with pytest.raises(ValueError, match="beyond the int64 range"):
         index.remove_ids(np.array([2**63], np.uint64))
