@@ -11,6 +11,7 @@ engine makes one partial of its table and the Ray engine one per block inside it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC
 
 import numpy as np
 import pandas as pd
@@ -89,11 +90,9 @@ def _condition(column: pa.ChunkedArray, cond: Condition) -> np.ndarray:
         return pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
     # NumPy on the (zero-copy) values: nulls are NaN / NaT there, and compare false.
     values = column.to_numpy(zero_copy_only=False)
-    bound = (
-        pa.scalar(cond.values[0], column.type).to_numpy()
-        if values.dtype.kind == "M"
-        else cond.values[0]
-    )
+    bound = cond.values[0]
+    if values.dtype.kind == "M":  # datetime64 holds UTC without a zone
+        bound = np.datetime64(bound.astimezone(UTC).replace(tzinfo=None), "us")
     if cond.op == "min":
         return values >= bound
     return values <= bound if cond.op == "max" else values < bound

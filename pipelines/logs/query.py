@@ -153,6 +153,9 @@ class Plan:
             type_ = schema.field(cond.column).type
             if cond.op != "in" and not (is_numeric(type_) or pa.types.is_timestamp(type_)):
                 raise QueryError(f"filter: {cond.op}_{cond.column}: {cond.column!r} is {type_}")
+            bound = cond.values[0]
+            if cond.op in ("min", "max") and is_numeric(type_) and not _is_number(bound):
+                raise QueryError(f"filter: {cond.op}_{cond.column}={bound!r}: expected a number")
         for key in self.keys:
             if key not in names and key not in TIME_KEYS and key != BUCKET_KEY:
                 raise UnknownColumnError(key, "aggregate(by=...)", names)
@@ -162,6 +165,10 @@ class Plan:
             type_ = schema.field(m.column).type if m.column else None
             if m.kind in _NUMERIC_KINDS and not is_numeric(type_):
                 raise QueryError(f"metric {m.name!r}: {m.column!r} is {type_}, not a number")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def is_numeric(type_: pa.DataType) -> bool:

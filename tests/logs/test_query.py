@@ -185,6 +185,8 @@ def test_errors_name_the_problem(store: LogStore) -> None:
         store.query().aggregate(metrics={"x": "median(latency_ms)"})
     with pytest.raises(QueryError, match="not a number"):
         store.query().aggregate(metrics={"x": "avg(model)"})
+    with pytest.raises(QueryError, match="expected a number"):
+        store.query().filter(min_latency_ms="100").aggregate()
     with pytest.raises(QueryError, match="bucket"):
         store.query().aggregate(bucket="1 fortnight")
     with pytest.raises(QueryError, match="cannot parse"):
