@@ -9,7 +9,7 @@ import importlib
 # Name -> module in bench/. The CLI imports each to build --help, so a bench module imports
 # its heavy dependencies inside main().
 BENCHMARKS: dict[str, tuple[str, str]] = {
-    # "index": ("bench.index", "vectorindex against FAISS, hnswlib and NumPy"),
+    "index": ("bench.index", "vectorindex against FAISS, hnswlib and NumPy"),
     "logs": ("bench.logs", "LogStore engines against pure Python, DuckDB and Polars"),
     "docs": ("bench.docs", "document pipeline against a single-process datasketch loop"),
 }

@@ -332,6 +332,12 @@ void HNSWIndex::compact_locked() {
   store_.set_next_id(next_id);
 }
 
+size_t HNSWIndex::extra_bytes() const {
+  size_t upper = upper_.capacity() * sizeof(std::vector<uint32_t>);
+  for (const auto& u : upper_) upper += u.capacity() * sizeof(uint32_t);
+  return links0_.owned_bytes() + levels_.capacity() * sizeof(int32_t) + upper;
+}
+
 void HNSWIndex::write_extra(FileWriter& w, Header& h) const {
   const size_t n = store_.slots();
   std::vector<uint64_t> offsets(n + 1, 0);

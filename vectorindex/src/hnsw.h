@@ -28,6 +28,7 @@ class HNSWIndex : public Index {
   void add_prepared(const float* x, const float* norms, size_t n, const int64_t* ids) override;
   void compact_locked() override;
   uint32_t kind() const override { return 1; }
+  size_t extra_bytes() const override;
   void write_extra(FileWriter& w, Header& h) const override;
 
  private:

@@ -27,7 +27,7 @@ size_t Index::ntotal() const {
 
 size_t Index::memory_bytes() const {
   std::shared_lock lock(mu_);
-  return store_.memory_bytes();
+  return store_.memory_bytes() + extra_bytes();
 }
 
 std::vector<int64_t> Index::ids() const {

@@ -69,6 +69,8 @@ class Index {
   virtual void after_remove() {}
   virtual void compact_locked() = 0;
   virtual uint32_t kind() const = 0;
+  // Bytes held beyond the store (the HNSW graph).
+  virtual size_t extra_bytes() const { return 0; }
   virtual void write_extra(FileWriter& w, Header& h) const = 0;
 
   // Exact search over the given slots.
