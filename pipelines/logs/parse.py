@@ -37,6 +37,9 @@ from pipelines.logs.schema import (
 
 SUB_BLOCK_BYTES = 1 << 20
 _ROW_IN_ERROR = re.compile(r" in row (\d+)$")
+_QUOTED_NUMBER = re.compile(
+    r"Column\(/(" + "|".join(FLOAT_COLUMNS + INT_COLUMNS) + r")\) changed from number to string"
+)
 _READ = pj.ReadOptions(use_threads=False, block_size=4 * SUB_BLOCK_BYTES)
 _PARSE = pj.ParseOptions(explicit_schema=RAW_SCHEMA, unexpected_field_behavior="infer")
 
@@ -91,12 +94,10 @@ def parse_buffer(data: bytes, file: str, first_line: int = 1) -> Parsed:
     lines = _Lines(data)
     work = bytearray(data)
     shaped = ~lines.blank & lines.braced
-    shaped[_quoted_numbers(data, lines)] = False
     shaped[_invalid_utf8(data, lines)] = False  # pyarrow.json passes such bytes through
     slow = list(np.flatnonzero(~lines.blank & ~shaped))
-    for i in slow:  # blank them out so pyarrow skips them as empty lines
-        work[lines.starts[i] : lines.ends[i]] = b" " * int(lines.ends[i] - lines.starts[i])
-    tables, failed = _parse_fast(work, lines, np.flatnonzero(shaped))
+    _blank_out(work, lines, slow)
+    tables, failed = _parse_fast(data, work, lines, shaped)
     slow.extend(failed)
     quarantined: list[Quarantined] = []
     records: list[dict[str, Any]] = []
@@ -117,30 +118,37 @@ def parse_buffer(data: bytes, file: str, first_line: int = 1) -> Parsed:
     return Parsed(concat_tables(typed), lines.count, int(lines.blank.sum()), quarantined)
 
 
-def _quoted_numbers(data: bytes, lines: _Lines) -> np.ndarray:
-    """Lines where a numeric field holds a string (`"latency_ms": "abc"`), the commonest type
-    error: found by byte search so they skip the fast path instead of failing a sub-block."""
-    hits = []
-    for name in FLOAT_COLUMNS + INT_COLUMNS:
-        for pattern in (f'"{name}": "'.encode(), f'"{name}":"'.encode()):
-            pos = data.find(pattern)
-            while pos >= 0:
-                hits.append(pos)
-                pos = data.find(pattern, pos + 1)
-    return np.searchsorted(lines.starts, np.array(hits, np.int64), side="right") - 1
+def _blank_out(work: bytearray, lines: _Lines, indices) -> None:
+    """Overwrite lines with spaces: pyarrow.json skips them as empty, line numbers stay."""
+    for i in indices:
+        work[lines.starts[i] : lines.ends[i]] = b" " * int(lines.ends[i] - lines.starts[i])
+
+
+def _quoted_numbers(data: bytes, lines: _Lines, line: int, name: str) -> np.ndarray:
+    """Lines where the numeric field `name` holds a string (`"latency_ms": "abc"`), the
+    commonest type error, written as on `line`: one byte search sends them all to the
+    validator, where each would otherwise fail and re-parse its sub-block."""
+    text = data[lines.starts[line] : lines.ends[line]]
+    found = re.search(rb'"' + re.escape(name.encode()) + rb'"\s*:\s*"', text)
+    if not found:
+        return np.zeros(0, np.int64)
+    hits, pos = [], data.find(found.group(0))
+    while pos >= 0:
+        hits.append(pos)
+        pos = data.find(found.group(0), pos + 1)
+    return np.unique(np.searchsorted(lines.starts, np.array(hits, np.int64), side="right") - 1)
 
 
 def _invalid_utf8(data: bytes, lines: _Lines) -> np.ndarray:
-    if not lines.non_ascii.any():
+    if lines.ascii:
         return np.zeros(0, np.int64)
     try:
         data.decode("utf-8")
         return np.zeros(0, np.int64)
     except UnicodeDecodeError:
         pass
-    suspects = np.unique(
-        np.searchsorted(lines.starts, np.flatnonzero(lines.non_ascii), "right") - 1
-    )
+    non_ascii = np.flatnonzero(np.frombuffer(data, np.uint8) >= 0x80)
+    suspects = np.unique(np.searchsorted(lines.starts, non_ascii, "right") - 1)
     bad = []
     for i in suspects:
         try:
@@ -155,7 +163,7 @@ class _Lines:
 
     def __init__(self, data: bytes) -> None:
         raw = np.frombuffer(data, dtype=np.uint8)
-        self.non_ascii = raw >= 0x80
+        self.ascii = not len(raw) or int(raw.max()) < 0x80
         newlines = np.flatnonzero(raw == 10)
         starts = np.concatenate(([0], newlines + 1))
         ends = np.concatenate((newlines, [len(raw)]))
@@ -176,21 +184,35 @@ class _Lines:
 
 
 def _parse_fast(
-    work: bytearray, lines: _Lines, rows: np.ndarray
+    data: bytes, work: bytearray, lines: _Lines, shaped: np.ndarray
 ) -> tuple[list[tuple[pa.Table, np.ndarray]], list[int]]:
-    """pyarrow.json over sub-blocks of `rows` (line indices); returns the tables with the line
-    of each of their rows, and the lines it could not take."""
+    """pyarrow.json over sub-blocks of the `shaped` lines (of `work`, a copy of `data`);
+    returns the tables with the line of each of their rows, and the lines it could not take."""
     view = memoryview(work)
-    todo = _sub_blocks(lines, rows)
-    tables, failed = [], []
+    todo = _sub_blocks(lines, np.flatnonzero(shaped))
+    tables, failed, searched = [], [], set()
     while todo:
         seg = todo.pop()
+        seg = seg[shaped[seg]]  # drop lines diverted since the segment was made
+        if not len(seg):
+            continue
         try:
             start, end = int(lines.starts[seg[0]]), int(lines.ends[seg[-1]])
             table = pj.read_json(pa.BufferReader(view[start:end]), _READ, _PARSE)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
             match = _ROW_IN_ERROR.search(str(error))
             k = int(match.group(1)) if match else -1
+            quoted = _QUOTED_NUMBER.search(str(error))
+            if quoted and 0 <= k < len(seg) and quoted.group(1) not in searched:
+                searched.add(quoted.group(1))
+                hits = _quoted_numbers(data, lines, int(seg[k]), quoted.group(1))
+                hits = hits[shaped[hits]]
+                if len(hits):
+                    shaped[hits] = False
+                    failed.extend(int(i) for i in hits)
+                    _blank_out(work, lines, hits)
+                    todo.append(seg)
+                    continue
             if 0 <= k < len(seg):
                 failed.append(int(seg[k]))
                 todo.extend(s for s in (seg[:k], seg[k + 1 :]) if len(s))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from pydantic import Field
@@ -30,4 +31,14 @@ class PriceTable(StrictModel):
 
 def load_prices(path: str | Path | None = None) -> PriceTable:
     path = Path(path) if path is not None else DEFAULT_PRICES
-    return validate(PriceTable, read_yaml(path), str(path))
+    try:
+        version = path.stat().st_mtime_ns
+    except OSError:  # let read_yaml report it as a ConfigError
+        version = -1
+    return _load(str(path), version)
+
+
+@functools.lru_cache(maxsize=8)
+def _load(path: str, version: int) -> PriceTable:
+    # Cached per file version: parsing YAML costs more than a small query.
+    return validate(PriceTable, read_yaml(path), path)

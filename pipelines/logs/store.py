@@ -34,7 +34,8 @@ from refinery.storage import write_text
 # should hold (an in-memory table takes about as much as the JSONL).
 RAY_MIN_FILES = 64
 RAY_MIN_BYTES = 2 << 30
-ARROW_CHUNK_BYTES = 16 << 20
+# The Arrow engine parses chunks in threads: a few chunks per core keeps them all busy.
+ARROW_CHUNK_BYTES = (1 << 20, 64 << 20)
 
 
 @dataclass
@@ -72,7 +73,7 @@ class LogStore:
         price_table = prices if isinstance(prices, PriceTable) else load_prices(prices)
         engine = choose_engine(files) if engine == "auto" else engine
         if engine == "arrow":
-            return ArrowLogStore(files, price_table, chunk_bytes or ARROW_CHUNK_BYTES)
+            return ArrowLogStore(files, price_table, chunk_bytes or arrow_chunk_bytes(files))
         if engine == "ray":
             from pipelines.logs.ray_engine import RAY_CHUNK_BYTES, RayLogStore
 
@@ -119,6 +120,11 @@ class Query:
     ) -> pd.DataFrame:
         """One row per group (sorted by the keys), key columns then metrics in the order asked."""
         return self._store.run(self._filters, by, metrics, bucket)
+
+
+def arrow_chunk_bytes(files: Sequence[LogFile]) -> int:
+    share = sum(f.size for f in files) // (4 * (os.cpu_count() or 1))
+    return min(max(share, ARROW_CHUNK_BYTES[0]), ARROW_CHUNK_BYTES[1])
 
 
 def choose_engine(files: Sequence[LogFile]) -> str:
