@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -55,8 +56,12 @@ def main(args: argparse.Namespace) -> int:
     sizes = [(args.rows, args.files)] + ([(args.big_rows, args.big_files)] if args.big else [])
     if not args.no_ray:
         import ray
+        import ray.data
 
         ray.init(num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=False)
+        # Ray Data's progress lines would bury the table.
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         reports = [run_size(rows, files, args) for rows, files in sizes]
     finally:

@@ -7,6 +7,7 @@ Ray Data's generic groupby shuffles every row and takes seconds for a handful of
 
 from __future__ import annotations
 
+import os
 import pickle
 from dataclasses import asdict
 from typing import Any
@@ -24,12 +25,13 @@ from pipelines.logs.store import (
     LogStore,
     ScanStats,
     build_plan,
+    chunk_bytes_for,
     number_lines,
     parse_chunk,
     scan_stats,
 )
 
-RAY_CHUNK_BYTES = 32 << 20
+RAY_CHUNK_BYTES = (4 << 20, 128 << 20)
 
 
 class RayLogStore(LogStore):
@@ -93,6 +95,13 @@ class RayLogStore(LogStore):
             num_cpus=1,
         )
         return [pickle.loads(row["payload"]) for row in scanned.iter_rows()]
+
+
+def ray_chunk_bytes(files: list[LogFile]) -> int:
+    import ray
+
+    cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else os.cpu_count()
+    return chunk_bytes_for(files, cpus or 1, RAY_CHUNK_BYTES)
 
 
 def _chunk_row(chunk: Chunk) -> dict[str, Any]:

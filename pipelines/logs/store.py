@@ -75,9 +75,9 @@ class LogStore:
         if engine == "arrow":
             return ArrowLogStore(files, price_table, chunk_bytes or arrow_chunk_bytes(files))
         if engine == "ray":
-            from pipelines.logs.ray_engine import RAY_CHUNK_BYTES, RayLogStore
+            from pipelines.logs.ray_engine import RayLogStore, ray_chunk_bytes
 
-            return RayLogStore(files, price_table, chunk_bytes or RAY_CHUNK_BYTES)
+            return RayLogStore(files, price_table, chunk_bytes or ray_chunk_bytes(files))
         raise ValueError(f"engine={engine!r}: expected 'auto', 'arrow' or 'ray'")
 
     def query(self) -> Query:
@@ -123,8 +123,13 @@ class Query:
 
 
 def arrow_chunk_bytes(files: Sequence[LogFile]) -> int:
-    share = sum(f.size for f in files) // (4 * (os.cpu_count() or 1))
-    return min(max(share, ARROW_CHUNK_BYTES[0]), ARROW_CHUNK_BYTES[1])
+    return chunk_bytes_for(files, os.cpu_count() or 1, ARROW_CHUNK_BYTES)
+
+
+def chunk_bytes_for(files: Sequence[LogFile], cpus: int, bounds: tuple[int, int]) -> int:
+    """About four chunks per CPU, within bounds (per-chunk overhead vs memory per task)."""
+    share = sum(f.size for f in files) // (4 * max(cpus, 1))
+    return min(max(share, bounds[0]), bounds[1])
 
 
 def choose_engine(files: Sequence[LogFile]) -> str:

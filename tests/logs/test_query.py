@@ -201,3 +201,14 @@ def test_prices_load_from_configs() -> None:
     prices = load_prices()
     assert prices.lookup("gpt-4.1").output > prices.lookup("gpt-4.1").input > 0
     assert prices.lookup("not-a-model") is None
+
+
+def test_auto_engine_choice() -> None:
+    from pipelines.logs.sources import LogFile
+    from pipelines.logs.store import RAY_MIN_BYTES, RAY_MIN_FILES, choose_engine
+
+    small = [LogFile(f"f{i}", f"f{i}", 1000) for i in range(3)]
+    many = [LogFile(f"f{i}", f"f{i}", 1000) for i in range(RAY_MIN_FILES)]
+    assert choose_engine(small) == "arrow"
+    assert choose_engine(many) == "ray"
+    assert choose_engine([LogFile("big", "big", RAY_MIN_BYTES)]) == "ray"
