@@ -23,15 +23,14 @@ from refinery.tracking import Tracker
 
 def run(cfg: LogsJobConfig, stats: RunStats, tracker: Tracker) -> None:
     out = cfg.output.rstrip("/")
-    with stats.timed("load"):
+    # The Arrow engine parses here; the lazy Ray engine parses inside the aggregate pass.
+    with stats.timed("parse") as parse:
         store = LogStore.from_jsonl(cfg.input, engine=cfg.engine, prices=cfg.prices)
     query = store.query().filter(**cfg.query.filters)
     with stats.timed("aggregate") as step:
-        # The Ray engine parses during this pass; its scan counts are known only after it.
         frame = query.aggregate(cfg.query.by, cfg.query.metrics, cfg.query.bucket)
         step.rows_in, step.rows_out = store.scan.rows, len(frame)
     scan = store.scan
-    parse = stats.step("parse")
     parse.rows_in, parse.rows_out = scan.lines - scan.blank, scan.rows
     parse.quarantined.update(scan.quarantined)
     outputs = {
