@@ -12,12 +12,8 @@ pyarrow.json is fast but fails a whole buffer on one bad line (DESIGN.md), so:
 
 from __future__ import annotations
 
-import json
-import math
 import re
-from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -25,15 +21,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from pipelines.logs.schema import (
-    FLOAT_COLUMNS,
-    INT_COLUMNS,
-    KNOWN_TYPES,
-    RAW_SCHEMA,
-    STRING_COLUMNS,
-    TIMESTAMP,
-    TS,
-)
+from pipelines.logs.schema import FLOAT_COLUMNS, INT_COLUMNS, RAW_SCHEMA, TIMESTAMP, TS
+from pipelines.logs.tables import concat_tables, encode_strings, records_to_table
+from pipelines.logs.validate import BadLine, check_line, parse_timestamp
 
 SUB_BLOCK_BYTES = 1 << 20
 _ROW_IN_ERROR = re.compile(r" in row (\d+)$")
@@ -81,12 +71,6 @@ class Parsed:
 
     def summary(self) -> ChunkSummary:
         return ChunkSummary(self.table.num_rows, self.lines, self.blank, self.quarantined)
-
-
-class BadLine(ValueError):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
 
 
 def parse_buffer(data: bytes, file: str, first_line: int = 1) -> Parsed:
@@ -264,151 +248,8 @@ def _type_fast_table(table: pa.Table) -> tuple[pa.Table, list[tuple[int, BadLine
     return encode_strings(table), bad
 
 
-def encode_strings(table: pa.Table) -> pa.Table:
-    """Dictionary-encode every string column (low-cardinality labels dominate log lines)."""
-    for i, f in enumerate(table.schema):
-        if pa.types.is_string(f.type) or pa.types.is_large_string(f.type):
-            table = table.set_column(i, f.name, pc.dictionary_encode(table.column(i)))
-    return table
-
-
 def _quarantine(
     data: bytes, lines: _Lines, i: int, file: str, first_line: int, bad: BadLine
 ) -> Quarantined:
     raw = data[lines.starts[i] : lines.ends[i]].decode("utf-8", errors="replace")
     return Quarantined(file, first_line + int(i), bad.reason, str(bad), raw)
-
-
-def check_line(raw: bytes) -> dict[str, Any]:
-    """One line -> a record with known fields coerced to their types, or BadLine."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise BadLine("invalid_utf8", str(error)) from None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise BadLine("invalid_json", str(error)) from None
-    if not isinstance(value, dict):
-        raise BadLine("not_object", f"expected a JSON object, got {type(value).__name__}")
-    record = dict(value)
-    for name in STRING_COLUMNS:
-        if not isinstance(record.get(name), str | None):
-            raise _wrong_type(name, "a string", record[name])
-    for name in FLOAT_COLUMNS:
-        record[name] = _number(name, record.get(name), integral=False)
-    for name in INT_COLUMNS:
-        record[name] = _number(name, record.get(name), integral=True)
-    record[TS] = _timestamp(record.get(TS))
-    return record
-
-
-def _wrong_type(name: str, expected: str, value: Any) -> BadLine:
-    return BadLine("wrong_type", f"{name}: expected {expected}, got {json.dumps(value)[:80]}")
-
-
-def _number(name: str, value: Any, integral: bool) -> float | int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _wrong_type(name, "an integer" if integral else "a number", value)
-    if integral:
-        if isinstance(value, float) and not value.is_integer():
-            raise _wrong_type(name, "an integer", value)
-        return int(value)
-    return float(value)
-
-
-def _timestamp(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return parse_timestamp(value)
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return epoch_to_datetime(value)
-    raise _wrong_type(TS, "an ISO-8601 string or epoch number", value)
-
-
-def parse_timestamp(text: str) -> datetime:
-    """ISO-8601 with Z, an offset or none (read as UTC)."""
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise BadLine("bad_timestamp", f"ts: cannot parse {text[:80]!r}") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def epoch_to_datetime(value: float) -> datetime:
-    """Epoch seconds, or milliseconds / microseconds when the number is too large for seconds
-    (1e11 s is the year 5138), as loggers write all three."""
-    for scale in (1, 1e3, 1e6):
-        if abs(value) < 1e11 * scale:
-            return datetime.fromtimestamp(value / scale, UTC)
-    raise BadLine("bad_timestamp", f"ts: epoch value {value} out of range")
-
-
-def records_to_table(records: list[dict[str, Any]]) -> pa.Table:
-    """Validated records -> a table with the known columns typed and extras inferred."""
-    columns = {
-        name: pa.array([r.get(name) for r in records], KNOWN_TYPES[name].value_type)
-        if pa.types.is_dictionary(KNOWN_TYPES[name])
-        else pa.array([r.get(name) for r in records], KNOWN_TYPES[name])
-        for name in KNOWN_TYPES
-    }
-    extras: dict[str, list[Any]] = defaultdict(lambda: [None] * len(records))
-    for row, record in enumerate(records):
-        for name, value in record.items():
-            if name not in KNOWN_TYPES:
-                extras[name][row] = value
-    for name, values in extras.items():
-        columns[name] = _infer(values)
-    return encode_strings(pa.table(columns))
-
-
-def _infer(values: list[Any]) -> pa.Array:
-    try:
-        return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: keep them as JSON text
-        return pa.array([v if isinstance(v, str | None) else json.dumps(v) for v in values])
-
-
-def concat_tables(tables: list[pa.Table]) -> pa.Table:
-    """Concatenate chunk tables whose extra columns may differ; an extra column whose types
-    clash across chunks (an int here, a string there) becomes JSON text everywhere."""
-    tables = [normalize(t) for t in tables] or [normalize(pa.table({}))]
-    try:
-        return pa.concat_tables(tables, promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        pass
-    types: dict[str, set[pa.DataType]] = defaultdict(set)
-    for t in tables:
-        for f in t.schema:
-            if f.name not in KNOWN_TYPES and not pa.types.is_null(f.type):
-                types[f.name].add(f.type)
-    clashing = {name for name, seen in types.items() if len(seen) > 1}
-    tables = [_as_json_text(t, clashing) for t in tables]
-    return pa.concat_tables(tables, promote_options="permissive")
-
-
-def _as_json_text(table: pa.Table, names: set[str]) -> pa.Table:
-    for i, f in enumerate(table.schema):
-        if f.name in names:
-            values = table.column(i).to_pylist()
-            text = [v if isinstance(v, str | None) else json.dumps(v, default=str) for v in values]
-            table = table.set_column(i, f.name, pa.array(text, pa.string()))
-    return encode_strings(table)
-
-
-def normalize(table: pa.Table) -> pa.Table:
-    """Known columns first, with their types (missing ones all null), then extras."""
-    columns = {}
-    for name, type_ in KNOWN_TYPES.items():
-        if name in table.column_names:
-            column = table[name]
-            columns[name] = column if column.type == type_ else pc.cast(column, type_)
-        else:
-            columns[name] = pa.nulls(table.num_rows, type_)
-    for name in table.column_names:
-        if name not in KNOWN_TYPES:
-            columns[name] = table[name]
-    return pa.table(columns)

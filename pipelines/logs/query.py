@@ -13,8 +13,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipelines.logs.parse import BadLine, epoch_to_datetime, parse_timestamp
 from pipelines.logs.schema import BUCKET_KEY, TIME_KEYS, TS
+from pipelines.logs.validate import BadLine, epoch_to_datetime, parse_timestamp
 
 
 class QueryError(ValueError):

@@ -24,10 +24,11 @@ import pandas as pd
 import pyarrow as pa
 
 from pipelines.logs.aggregate import finalize, partial
-from pipelines.logs.parse import ChunkSummary, Parsed, Quarantined, concat_tables, parse_buffer
+from pipelines.logs.parse import ChunkSummary, Parsed, Quarantined, parse_buffer
 from pipelines.logs.prices import PriceTable, load_prices
 from pipelines.logs.query import Plan, make_plan, parse_conditions
 from pipelines.logs.sources import Chunk, LogFile, Source, list_files, plan_chunks, read_chunk
+from pipelines.logs.tables import concat_tables
 from refinery.storage import write_text
 
 # engine="auto" picks Ray past either threshold: many files or more bytes than one process
