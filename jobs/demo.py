@@ -14,6 +14,7 @@ from refinery.llm import vllm_engine_kwargs
 from refinery.ray_runtime import init_ray
 
 DEMO_PORT = 8000
+DEMO_DOCS = 60  # keeps the embedding step to a minute or two on 2 CPU cores
 DEMO_QUESTIONS = ["How do I read and write Parquet files?", "a library for HTTP requests"]
 
 
@@ -48,7 +49,7 @@ def start_ray(ctx: DemoContext) -> Iterator[str]:
 def refine_documents(ctx: DemoContext) -> Iterator[str]:
     from pipelines.documents.demo import build_demo_corpus
 
-    corpus = build_demo_corpus(str(ctx.output / "corpus"))
+    corpus = build_demo_corpus(str(ctx.output / "corpus"), max_docs=DEMO_DOCS)
     yield f"corpus: {corpus} (README text of the installed Python packages)"
     stats = _run_job(BATCH_JOBS["docs"], corpus, ctx, "docs")
     for name, step in stats["steps"].items():

@@ -16,20 +16,19 @@ def apply_batching(batch_method: Any, user_config: dict[str, Any]) -> BatchingCo
 
 
 class BatchSizeMetric:
-    """Histogram of batch sizes per deployment, exported through Ray's metrics API."""
+    """Histogram of batch sizes, exported through Ray's metrics API; `largest` for describe()."""
 
     BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 
-    def __init__(self, deployment: str) -> None:
+    def __init__(self) -> None:
         from ray.serve.metrics import Histogram
 
+        # Serve adds the deployment, replica and application tags itself.
         self._histogram = Histogram(
             "refinery_batch_size",
             description="Items per @serve.batch call",
             boundaries=self.BOUNDARIES,
-            tag_keys=("deployment",),
         )
-        self._histogram.set_default_tags({"deployment": deployment})
         self.largest = 0
 
     def observe(self, size: int) -> None:

@@ -19,7 +19,7 @@ class EmbedderDeployment:
     def __init__(self, embedding: dict[str, Any]) -> None:
         self.cfg = EmbeddingConfig.model_validate(embedding)
         self.model = load_embedder(self.cfg)
-        self.batch_sizes = BatchSizeMetric("EmbedderDeployment")
+        self.batch_sizes = BatchSizeMetric()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         apply_batching(self._embed_one, user_config)

@@ -18,7 +18,7 @@ from serve.snapshot import Snapshot
 class IndexDeployment:
     def __init__(self, snapshot: str) -> None:
         self.snapshot = Snapshot(snapshot)
-        self.batch_sizes = BatchSizeMetric("IndexDeployment")
+        self.batch_sizes = BatchSizeMetric()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         apply_batching(self._search_one, user_config)

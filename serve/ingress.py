@@ -28,6 +28,21 @@ app = FastAPI(title="Refinery", docs_url=None, redoc_url=None)
 RequestT = TypeVar("RequestT", bound=BaseModel)
 
 
+# Defined above the deployment class: Serve pickles the class by value when it is declared,
+# with only the module globals that exist at that moment.
+def _parse(raw: bytes, model: type[RequestT]) -> RequestT:
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise bad_request(f"body is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise bad_request(f"body must be a JSON object, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise from_validation(error) from None
+
+
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0})
 @serve.ingress(app)
 class Ingress:
@@ -156,16 +171,3 @@ class Ingress:
 
     def _json(self, body: Any, status: int = 200) -> JSONResponse:
         return JSONResponse(body, status, headers={"X-Refinery-Version": self.cfg.version})
-
-
-def _parse(raw: bytes, model: type[RequestT]) -> RequestT:
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise bad_request(f"body is not valid JSON: {error}") from None
-    if not isinstance(data, dict):
-        raise bad_request(f"body must be a JSON object, got {type(data).__name__}")
-    try:
-        return model.model_validate(data)
-    except ValidationError as error:
-        raise from_validation(error) from None
