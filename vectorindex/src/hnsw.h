@@ -48,6 +48,7 @@ class HNSWIndex : public Index {
   void select_neighbors(std::vector<Hit>& cands, size_t m) const;
   void connect_back(uint32_t nb, uint32_t s, int level, float dist);
   float node_dist(uint32_t a, uint32_t b) const;
+  void prefetch_row(uint32_t s) const;
 
   static constexpr size_t kStripes = 4096;
   size_t M_, M0_, efc_, ef_search_;

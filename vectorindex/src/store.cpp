@@ -165,12 +165,6 @@ size_t VectorStore::memory_bytes() const {
          map_bytes;
 }
 
-float VectorStore::dot(const float* q, uint32_t s) const {
-  const Kernels& k = kernels();
-  if (has_codes()) return scales_[s] * k.dot_i8(q, code(s), dp_);
-  return k.dot_f32(q, vec(s), dp_);
-}
-
 float VectorStore::exact_dist(const float* q, uint32_t s) const {
   const Kernels& k = kernels();
   if (metric_ == Metric::L2) return k.l2sqr_f32(q, vec(s), dp_);

@@ -61,11 +61,36 @@ class VectorStore {
 
   // Smaller is better: squared L2 distance, or minus the inner product. Uses the int8 codes
   // when there are some (approximate), else the floats.
-  float dot(const float* q, uint32_t s) const;
-  float to_dist(float dot, float qnorm, uint32_t s) const {
-    return metric_ == Metric::L2 ? qnorm + norms_[s] - 2.0f * dot : -dot;
+  float dist(const float* q, float qnorm, uint32_t s) const { return scorer(q, qnorm)(s); }
+
+  // dist() for one query with the kernel and arrays looked up once (the HNSW inner loop).
+  struct Scorer {
+    const float* q;
+    float qnorm;
+    size_t dp;
+    const Kernels* k;
+    const float* vecs;
+    const int8_t* codes;
+    const float* scales;
+    const float* norms;
+    bool l2;
+    float operator()(uint32_t s) const {
+      const float dot = codes ? scales[s] * k->dot_i8(q, codes + size_t(s) * dp, dp)
+                              : k->dot_f32(q, vecs + size_t(s) * dp, dp);
+      return l2 ? qnorm + norms[s] - 2.0f * dot : -dot;
+    }
+  };
+  Scorer scorer(const float* q, float qnorm) const {
+    return {q,
+            qnorm,
+            dp_,
+            &kernels(),
+            vecs_.data(),
+            has_codes() ? codes_.data() : nullptr,
+            scales_.data(),
+            norms_.data(),
+            metric_ == Metric::L2};
   }
-  float dist(const float* q, float qnorm, uint32_t s) const { return to_dist(dot(q, s), qnorm, s); }
   // The same from the float rows (needs has_float()).
   float exact_dist(const float* q, uint32_t s) const;
   // What search returns for a distance: L2 as is, inner products with their sign back.
