@@ -48,8 +48,9 @@ def test_random_matches_exact(n, d, nq, k, metric, seed):
 @pytest.mark.parametrize("metric", METRICS)
 def test_kernel_levels_match_exact(level, metric):
     rng = np.random.default_rng(1)
-    # Sizes around the register and tile blocks: 1 to 5 queries, rows not a multiple of 4.
-    for n, d, nq in [(1, 1, 1), (7, 17, 5), (1000, 384, 3), (2003, 96, 70)]:
+    # Sizes around the register and tile blocks (rows and queries not multiples of them), and
+    # enough queries (>= 128) for the packed GEMM path.
+    for n, d, nq in [(1, 1, 1), (7, 17, 5), (1000, 384, 3), (2003, 96, 70), (1500, 40, 151)]:
         xb = rng.standard_normal((n, d)).astype(np.float32)
         xq = rng.standard_normal((nq, d)).astype(np.float32)
         dist, found = build(xb, metric).search(xq, 10)

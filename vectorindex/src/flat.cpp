@@ -10,6 +10,7 @@ namespace {
 // A tile of rows small enough to stay in L2 while every query block passes over it.
 constexpr size_t kTileBytes = 192 * 1024;
 constexpr size_t kQueryBlock = 64;
+constexpr size_t kPackedMinQueries = 128;
 
 size_t tile_rows(size_t row_bytes) {
   const size_t rows = kTileBytes / row_bytes / 16 * 16;
@@ -36,11 +37,23 @@ void FlatIndex::scan_range(const float* q, const float* qnorms, size_t nq, size_
   const float* norms = store_.norms();
   const float* scales = store_.scales();
   std::vector<float> buf(std::min(nq, kQueryBlock) * tile);
+  // Packing a tile costs about what kPackedMinQueries queries' worth of row-major dots do.
+  const bool packed = nq >= kPackedMinQueries;
+  std::vector<float> panels(packed ? padded_rows(tile) * dp : 0);
   for (size_t r0 = lo; r0 < hi; r0 += tile) {
     const size_t nb = std::min(tile, hi - r0);
+    if (packed) {
+      if constexpr (kCodes) {
+        kern.pack_i8(store_.code(uint32_t(r0)), nb, dp, panels.data());
+      } else {
+        kern.pack_f32(store_.vec(uint32_t(r0)), nb, dp, panels.data());
+      }
+    }
     for (size_t q0 = 0; q0 < nq; q0 += kQueryBlock) {
       const size_t nqb = std::min(kQueryBlock, nq - q0);
-      if constexpr (kCodes) {
+      if (packed) {
+        kern.dots_packed(q + q0 * dp, nqb, panels.data(), nb, dp, buf.data(), tile);
+      } else if constexpr (kCodes) {
         kern.dots_i8(q + q0 * dp, nqb, store_.code(uint32_t(r0)), nb, dp, buf.data(), tile);
       } else {
         kern.dots_f32(q + q0 * dp, nqb, store_.vec(uint32_t(r0)), nb, dp, buf.data(), tile);
