@@ -44,19 +44,21 @@ def partial(table: pa.Table, plan: Plan, prices: PriceTable) -> Partial:
     ids, keys = _row_groups(table, rows, plan)
     groups = keys.num_rows if plan.keys else 1
     out = Partial(keys, {ROWS: np.bincount(ids, minlength=groups)})
+    valid: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # column -> (group ids, values)
     for column, funcs in _stat_inputs(plan).items():
         values, integer = _values(table, column, rows, prices)
         if integer:
             out.integer.add(column)
-        gids, vals = _valid(ids, values)
+        gids, vals = valid[column] = _valid(ids, values)
         for func in funcs:
             if func == "count" and len(gids) == len(ids):  # no nulls: the row count
                 out.stats[f"count:{column}"] = out.stats[ROWS]
             else:
                 out.stats[f"{func}:{column}"] = _reduce(func, gids, vals, groups)
     for column in {m.column for m in plan.metrics if m.kind == "quantile"}:
-        values, _ = _values(table, column, rows, prices)
-        gids, vals = _valid(ids, values)
+        if column not in valid:
+            valid[column] = _valid(ids, _values(table, column, rows, prices)[0])
+        gids, vals = valid[column]
         out.sketches[column] = _sketch_counts(gids, sketch.keys(vals), groups)
     return out
 
@@ -295,7 +297,7 @@ def finalize(part: Partial, plan: Plan) -> pd.DataFrame:
         perm = pc.sort_indices(part.keys, sort_keys=order).to_numpy()
     else:
         perm = np.zeros(1, np.int64)
-    columns = {k: part.keys[k].take(perm).to_pandas() for k in plan.keys}
+    columns = {k: _key_column(part.keys[k].take(perm)) for k in plan.keys}
     for m in plan.metrics:
         if m.kind == "quantile":
             values = _quantiles(part.sketches[m.column], m.q, groups)
@@ -303,6 +305,13 @@ def finalize(part: Partial, plan: Plan) -> pd.DataFrame:
             values = _metric(part, m)
         columns[m.name] = values[perm]
     return pd.DataFrame(columns)
+
+
+def _key_column(values: pa.ChunkedArray) -> pd.Series | np.ndarray:
+    # Timestamps keep their zone through pandas; the rest goes as NumPy, which is cheaper.
+    if pa.types.is_timestamp(values.type):
+        return values.to_pandas()
+    return values.to_numpy(zero_copy_only=False)
 
 
 def _metric(part: Partial, m: Metric) -> np.ndarray:
