@@ -288,7 +288,7 @@ void HNSWIndex::search_prepared(const float* q, const float* qnorms, size_t nq, 
                                 Filter* filter, const SearchArgs& args,
                                 std::vector<std::vector<Hit>>& out) const {
   const size_t dp = store_.dp(), slots = store_.slots();
-  size_t ef = args.ef ? args.ef : ef_search_;
+  size_t ef = args.ef ? args.ef : ef_search();
   const uint8_t* skip = store_.deleted_mask();
   // Few eligible ids: an exact scan of them beats a graph walk that must skip most nodes.
   const bool exact = filter && filter->slots.size() < std::max<size_t>(4 * ef, slots / 20);
@@ -356,7 +356,7 @@ void HNSWIndex::write_extra(FileWriter& w, Header& h) const {
   h.aux[1] = efc_;
   h.aux[2] = uint64_t(int64_t(max_level_));
   h.aux[3] = entry_;
-  h.aux[4] = ef_search_;
+  h.aux[4] = ef_search();
   w.section(levels_.data(), n * sizeof(int32_t));
   w.section(links0_.data(), n * (M0_ + 1) * sizeof(uint32_t));
   w.section(offsets.data(), (n + 1) * sizeof(uint64_t));

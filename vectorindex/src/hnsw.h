@@ -2,6 +2,7 @@
 // flat array (mappable); the few upper-level lists are owned vectors.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -16,8 +17,9 @@ class HNSWIndex : public Index {
             size_t ef_construction, size_t ef_search, uint64_t seed);
   size_t M() const { return M_; }
   size_t ef_construction() const { return efc_; }
-  size_t ef_search() const { return ef_search_; }
-  void set_ef_search(size_t ef) { ef_search_ = ef; }
+  size_t ef_search() const { return ef_search_.load(std::memory_order_relaxed); }
+  // Searches may be running: the default beam is atomic, not under the index lock.
+  void set_ef_search(size_t ef) { ef_search_.store(ef, std::memory_order_relaxed); }
   void read_extra(FileReader& r);
   void own() override;
 
@@ -51,7 +53,8 @@ class HNSWIndex : public Index {
   void prefetch_row(uint32_t s) const;
 
   static constexpr size_t kStripes = 4096;
-  size_t M_, M0_, efc_, ef_search_;
+  size_t M_, M0_, efc_;
+  std::atomic<size_t> ef_search_;
   double level_mult_;
   std::mt19937_64 rng_;
   Array<uint32_t> links0_;  // per slot: count, then M0 neighbours

@@ -8,6 +8,11 @@
 #include "parallel.h"
 
 namespace vi {
+namespace {
+
+constexpr size_t kAddChunk = 1 << 14;
+
+}  // namespace
 
 const uint8_t* Filter::mask(size_t n_slots) {
   if (skip.empty()) {
@@ -37,11 +42,21 @@ std::vector<int64_t> Index::ids() const {
 
 void Index::add(const float* x, size_t n, const int64_t* ids) {
   if (!n) return;
-  std::vector<float> prepared(n * store_.dp()), norms(n);
+  const size_t dp = store_.dp();
+  std::vector<float> prepared(n * dp), norms(n);
   store_.prepare(x, n, prepared.data(), norms.data());
-  std::unique_lock lock(mu_);
-  if (ids) store_.check_new_ids(ids, n);
-  add_prepared(prepared.data(), norms.data(), n, ids);
+  if (ids) {
+    std::shared_lock lock(mu_);
+    store_.check_new_ids(ids, n);
+  }
+  // In chunks, so that searches get the lock between them during a long HNSW build.
+  for (size_t i = 0; i < n; i += kAddChunk) {
+    const size_t m = std::min(kAddChunk, n - i);
+    std::unique_lock lock(mu_);
+    // Another thread may have added one of these ids since the check above.
+    if (ids) store_.check_new_ids(ids + i, m);
+    add_prepared(prepared.data() + i * dp, norms.data() + i, m, ids ? ids + i : nullptr);
+  }
 }
 
 size_t Index::remove(const int64_t* ids, size_t n) {
