@@ -266,60 +266,71 @@ def bench_hnsw(xb, xq, args: argparse.Namespace) -> dict[str, Any]:
     truth = exact.search(xq, args.k)[1]
     del exact
 
-    t = time.perf_counter()
-    ours = vi.IndexHNSW(d, "cosine", M=args.M, ef_construction=args.ef_construction)
-    ours.add(xb)
-    build_vi = time.perf_counter() - t
-    t = time.perf_counter()
-    ref = hnswlib.Index(space="cosine", dim=d)
-    ref.init_index(max_elements=n, M=args.M, ef_construction=args.ef_construction)
-    ref.add_items(xb, num_threads=threads)
-    build_hl = time.perf_counter() - t
+    def build_vi(**kw):
+        index = vi.IndexHNSW(d, "cosine", M=args.M, ef_construction=args.ef_construction, **kw)
+        index.add(xb)
+
+        def search(ef: int, thr: int):
+            vi.set_num_threads(thr)
+            return index.search(xq, args.k, ef_search=ef)[1]
+
+        return search
+
+    def build_hnswlib():
+        index = hnswlib.Index(space="cosine", dim=d)
+        index.init_index(max_elements=n, M=args.M, ef_construction=args.ef_construction)
+        index.add_items(xb, num_threads=threads)
+
+        def search(ef: int, thr: int):
+            index.set_ef(ef)
+            return index.knn_query(xq, args.k, num_threads=thr)[0]
+
+        return search
+
+    builders = {
+        "vectorindex": build_vi,
+        "vectorindex_int8": lambda: build_vi(quantize="int8"),
+        "hnswlib": build_hnswlib,
+    }
+    searchers, build_s = {}, {}
+    for name, build in builders.items():
+        t = time.perf_counter()
+        searchers[name] = build()
+        build_s[name] = time.perf_counter() - t
     print(
-        f"\nHNSW n={n} d={d} M={args.M} ef_construction={args.ef_construction}: build "
-        f"vectorindex {build_vi:.1f} s, hnswlib {build_hl:.1f} s ({threads} threads)"
+        f"\nHNSW n={n} d={d} M={args.M} ef_construction={args.ef_construction}, build with "
+        f"{threads} threads: " + ", ".join(f"{k} {v:.1f} s" for k, v in build_s.items())
     )
-    print(f"{'thr':>3} {'ef':>4} {'recall vi':>9} {'QPS vi':>8} {'recall hl':>9} {'QPS hl':>8}")
+    print(f"{'thr':>3} {'ef':>4} " + " ".join(f"{name:>24}" for name in searchers))
     rows = []
     for thr in ints(args.threads):
-        vi.set_num_threads(thr)
         for ef in ints(args.ef):
-            ref.set_ef(ef)
-            t_vi = best_time(lambda ef=ef: ours.search(xq, args.k, ef_search=ef), args.repeat)
-            t_hl = best_time(lambda thr=thr: ref.knn_query(xq, args.k, num_threads=thr), 1)
-            r_vi = recall_at(ours.search(xq, args.k, ef_search=ef)[1], truth)
-            r_hl = recall_at(ref.knn_query(xq, args.k)[0], truth)
-            rows.append(
-                {
-                    "threads": thr,
-                    "ef": ef,
-                    "recall_vectorindex": r_vi,
-                    "qps_vectorindex": len(xq) / t_vi,
-                    "recall_hnswlib": r_hl,
-                    "qps_hnswlib": len(xq) / t_hl,
-                }
+            row: dict[str, Any] = {"threads": thr, "ef": ef}
+            cells = []
+            for name, search in searchers.items():
+                elapsed = best_time(lambda s=search, ef=ef, thr=thr: s(ef, thr), args.repeat)
+                row[f"recall_{name}"] = recall_at(search(ef, thr), truth)
+                row[f"qps_{name}"] = len(xq) / elapsed
+                cells.append(f"R {row[f'recall_{name}']:.4f} {row[f'qps_{name}']:>8.0f} qps")
+            rows.append(row)
+            print(f"{thr:>3} {ef:>4} " + " ".join(f"{c:>24}" for c in cells))
+    summary: dict[str, Any] = {"n": n, "build_threads": threads, "build_s": build_s, "rows": rows}
+    # Each library's best QPS among settings reaching the target recall, by thread count.
+    summary["qps_at_target_recall"] = {
+        name: {
+            thr: max(
+                (
+                    r[f"qps_{name}"]
+                    for r in rows
+                    if r["threads"] == thr and r[f"recall_{name}"] >= args.target_recall
+                ),
+                default=None,
             )
-            print(
-                f"{thr:>3} {ef:>4} {r_vi:>9.4f} {len(xq) / t_vi:>8.0f} {r_hl:>9.4f} "
-                f"{len(xq) / t_hl:>8.0f}"
-            )
-    summary = {
-        "n": n,
-        "build_s_vectorindex": build_vi,
-        "build_s_hnswlib": build_hl,
-        "build_threads": threads,
-        "rows": rows,
-    }
-    for lib in ("vectorindex", "hnswlib"):
-        ok = [r for r in rows if r[f"recall_{lib}"] >= args.target_recall]
-        summary[f"best_qps_at_target_{lib}"] = {
-            thr: max((r[f"qps_{lib}"] for r in ok if r["threads"] == thr), default=None)
             for thr in ints(args.threads)
         }
-    print(
-        f"QPS at recall >= {args.target_recall} by threads:",
-        {lib: summary[f"best_qps_at_target_{lib}"] for lib in ("vectorindex", "hnswlib")},
-    )
+        for name in searchers
+    }
+    print(f"QPS at recall >= {args.target_recall} by threads:", summary["qps_at_target_recall"])
     return summary
 
 
