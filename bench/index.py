@@ -132,6 +132,9 @@ def bench_flat_size(n: int, d: int, args: argparse.Namespace) -> list[dict[str, 
     ours.add(xb)
     ref = faiss.IndexFlatL2(d)
     ref.add(xb)
+    # Read bandwidth of one thread (a SIMD max over the matrix), the floor for nq=1 scans.
+    bandwidth = n * d * 4 / best_time(xb.max, args.repeat)
+    print(f"{f'{n}x{d}':>14} read bandwidth {bandwidth / 1e9:.1f} GB/s (numpy max, 1 thread)")
     # NumPy is single-threaded here and linear in nq: time a few queries, scale up.
     nq_np = min(args.numpy_queries, len(xq_all))
     np_per_query = best_time(lambda: numpy_seed_search(xb, xq_all[:nq_np], args.k), 1) / nq_np
@@ -155,6 +158,7 @@ def bench_flat_size(n: int, d: int, args: argparse.Namespace) -> list[dict[str, 
                 "speedup_vs_faiss": t_fa / t_vi,
                 "speedup_vs_numpy": t_np / t_vi,
                 "scan_gb_per_s": n * d * 4 / t_vi / 1e9,
+                "read_bandwidth_gb_per_s": bandwidth / 1e9,
             }
             rows.append(row)
             print(
