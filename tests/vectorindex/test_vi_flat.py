@@ -166,3 +166,42 @@ def test_int8_recall_and_memory(metric):
     _, ids8 = codes_only.search(xq, 10)
     assert np.mean([len(set(a) & set(b)) for a, b in zip(ids8, ref, strict=True)]) >= 9.0
     assert codes_only.memory_usage() <= 0.3 * exact.memory_usage()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(st.sampled_from(["add", "remove"]), st.integers(1, 60), st.integers(0, 2**16)),
+        min_size=1,
+        max_size=12,
+    ),
+    metric=st.sampled_from(METRICS),
+    quantize=st.sampled_from([None, "int8"]),
+)
+def test_adds_and_removes_match_a_model(ops, metric, quantize):
+    """Any sequence of adds and removes (compactions included) searches like exact search over
+    the rows a plain dict says are live."""
+    d = 6
+    index = vi.IndexFlat(d, metric, quantize=quantize)
+    live: dict[int, np.ndarray] = {}
+    next_id = 0
+    for op, count, seed in ops:
+        rng = np.random.default_rng(seed)
+        if op == "add":
+            rows = rng.standard_normal((count, d)).astype(np.float32)
+            index.add_with_ids(rows, np.arange(next_id, next_id + count))
+            live.update(zip(range(next_id, next_id + count), rows, strict=True))
+            next_id += count
+        elif live:
+            gone = rng.choice(list(live), min(count, len(live)), replace=False)
+            assert index.remove_ids(gone) == len(gone)
+            for i in gone:
+                del live[int(i)]
+    assert index.ntotal == len(live)
+    if not live:
+        return
+    ids = np.array(sorted(live))
+    xb = np.stack([live[i] for i in ids])
+    xq = np.random.default_rng(0).standard_normal((5, d)).astype(np.float32)
+    dist, found = index.search(xq, 8)
+    assert_exact(dist, found, xb, ids, xq, 8, metric)
