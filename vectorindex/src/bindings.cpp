@@ -63,7 +63,7 @@ py::array as_matrix(py::handle obj, size_t d, const char* name) {
     throw py::value_error(want + ", got shape " + shape_of(a) + " (index d=" + std::to_string(d) +
                           ")");
   }
-  if (!a.dtype().is(py::dtype::of<float>())) {
+  if (!a.dtype().equal(py::dtype::of<float>())) {  // ==, not identity: unpickled dtypes are copies
     throw py::value_error(want + ", got dtype " + std::string(py::str(a.dtype())) +
                           " (use .astype(np.float32))");
   }
