@@ -101,7 +101,9 @@ def served(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Itera
 def post(
     served: dict[str, Any], path: str, body: Any, headers: dict | None = None
 ) -> httpx.Response:
-    return httpx.post(served["url"] + path, json=body, headers=AUTH if headers is None else headers, timeout=60)
+    return httpx.post(
+        served["url"] + path, json=body, headers=AUTH if headers is None else headers, timeout=60
+    )
 
 
 def test_health_and_readiness(served: dict[str, Any]) -> None:
@@ -131,7 +133,11 @@ def test_text_search_and_payload_filter(served: dict[str, Any]) -> None:
     response = post(served, "/v1/search", {"texts": ["Which city is France's capital?"], "k": 3})
     assert response.status_code == 200, response.text
     assert response.json()["results"][0][0]["payload"]["id"] == "paris"
-    body = {"texts": ["a fast systems language"], "k": 5, "filter": {"topic": "code"}}
+    body = {
+        "texts": ["memory safety without garbage collection"],
+        "k": 5,
+        "filter": {"topic": "code"},
+    }
     hits = post(served, "/v1/search", body).json()["results"][0]
     assert len(hits) == 3 and {hit["payload"]["topic"] for hit in hits} == {"code"}
     assert hits[0]["payload"]["id"] == "rust"
