@@ -10,7 +10,7 @@ namespace {
 // A tile of rows small enough to stay in L2 while every query block passes over it.
 constexpr size_t kTileBytes = 192 * 1024;
 constexpr size_t kQueryBlock = 64;
-constexpr size_t kPackedMinQueries = 128;
+constexpr size_t kPackedMinQueries = 48;
 
 size_t tile_rows(size_t row_bytes) {
   const size_t rows = kTileBytes / row_bytes / 16 * 16;
