@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nq", default="1,16,64,256", help="query batch sizes")
     parser.add_argument("--threads", default="1,2", help="thread counts")
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs a cell; best is kept")
+    parser.add_argument("--repeat", type=int, default=7, help="timed runs a cell; best is kept")
     parser.add_argument("--numpy-queries", type=int, default=4, help="queries timed for NumPy")
     parser.add_argument("--only", action="append", choices=["flat", "hnsw", "memory"])
     parser.add_argument("--hnsw-n", type=int, default=200_000, help="HNSW corpus size")
@@ -77,10 +77,14 @@ def _default(key: str) -> Any:
     return parser.get_default(key)
 
 
-def best_time(fn: Callable[[], object], repeat: int) -> float:
-    fn()  # warm caches, page in, start threads
-    times = []
-    for _ in range(repeat):
+def best_time(fn: Callable[[], object], repeat: int, budget_s: float = 3.0) -> float:
+    """Best of up to `repeat` timed runs after a warm-up (caches, page-in, threads); slow cells
+    get fewer runs so the whole benchmark stays within minutes on a shared machine."""
+    t = time.perf_counter()
+    fn()
+    warm = time.perf_counter() - t
+    times = [warm]
+    for _ in range(max(1, min(repeat, int(budget_s / max(warm, 1e-9))))):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)

@@ -49,7 +49,7 @@ def test_random_matches_exact(n, d, nq, k, metric, seed):
 def test_kernel_levels_match_exact(level, metric):
     rng = np.random.default_rng(1)
     # Sizes around the register and tile blocks (rows and queries not multiples of them), and
-    # enough queries (>= 48) for the packed GEMM path.
+    # enough queries (>= 24) for the packed GEMM path.
     for n, d, nq in [(1, 1, 1), (7, 17, 5), (1000, 384, 3), (2003, 96, 70), (1500, 40, 151)]:
         xb = rng.standard_normal((n, d)).astype(np.float32)
         xq = rng.standard_normal((nq, d)).astype(np.float32)

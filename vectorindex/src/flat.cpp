@@ -7,14 +7,16 @@
 namespace vi {
 namespace {
 
-// A tile of rows small enough to stay in L2 while every query block passes over it.
-constexpr size_t kTileBytes = 192 * 1024;
-constexpr size_t kQueryBlock = 64;
-constexpr size_t kPackedMinQueries = 48;
+// A tile of rows small enough to stay in L2 while every query block passes over it, in whole
+// pairs of panels (the packed kernel's register block); query blocks are a multiple of its
+// 12, 6 or 3 queries.
+constexpr size_t kTileBytes = 256 * 1024;
+constexpr size_t kQueryBlock = 96;
+constexpr size_t kPackedMinQueries = 24;
 
 size_t tile_rows(size_t row_bytes) {
-  const size_t rows = kTileBytes / row_bytes / 16 * 16;
-  return std::clamp<size_t>(rows, 16, 1024);
+  const size_t rows = kTileBytes / row_bytes / 32 * 32;
+  return std::clamp<size_t>(rows, 32, 1024);
 }
 
 }  // namespace
