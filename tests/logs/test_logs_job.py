@@ -9,7 +9,7 @@ import pandas as pd
 
 from jobs.cli import main
 from pipelines.logs import LogStore
-from refinery.config import RuntimeConfig
+from refinery.config import CONFIG_DIR, RuntimeConfig
 from refinery.tracking import tracking_uri
 
 
@@ -19,7 +19,7 @@ def run_logs(runtime: RuntimeConfig, *args: str) -> int:
             "run",
             "logs",
             "--config",
-            "configs/logs.yaml",
+            str(CONFIG_DIR / "logs.yaml"),
             "--set",
             f"runtime.storage.root={runtime.storage.root}",
             "--set",
