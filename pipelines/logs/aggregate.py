@@ -124,15 +124,17 @@ def _row_groups(
     radix, parts = 1, []
     for key in plan.keys:
         codes, labels = _key_codes(table, key, rows, plan)
+        if radix * len(labels) >= 1 << 62:  # keep the combined code inside int64
+            code, present = _compact(code, radix)
+            radix = len(present)
         code = code * len(labels) + codes
         radix *= len(labels)
-        parts.append((key, labels))
-    ids, first_codes = _compact(code, radix)
-    columns = {}
-    for key, labels in reversed(parts):
-        first_codes, digit = np.divmod(first_codes, len(labels))
-        columns[key] = labels.take(pa.array(digit))
-    return ids, pa.table({k: columns[k] for k in plan.keys})
+        parts.append((key, codes, labels))
+    ids, present = _compact(code, radix)
+    example = np.zeros(len(present), np.int64)
+    example[ids] = np.arange(n)  # any row of each group carries its key values
+    columns = {key: labels.take(pa.array(codes[example])) for key, codes, labels in parts}
+    return ids, pa.table(columns)
 
 
 def _key_codes(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from pipelines.logs import LogStore, QueryError, UnknownColumnError
@@ -212,3 +213,22 @@ def test_auto_engine_choice() -> None:
     assert choose_engine(small) == "arrow"
     assert choose_engine(many) == "ray"
     assert choose_engine([LogFile("big", "big", RAY_MIN_BYTES)]) == "ray"
+
+
+def test_many_high_cardinality_keys_match_pandas() -> None:
+    """Six integer keys of 5,000 values each: the combined code would overflow int64 without
+    compaction between keys."""
+    from pipelines.logs.aggregate import finalize, partial
+    from pipelines.logs.query import make_plan
+
+    rng = np.random.default_rng(0)
+    keys = [f"k{i}" for i in range(6)]
+    columns = {k: pa.array(rng.integers(0, 5000, 5000)) for k in keys}
+    table = pa.table({**columns, "latency_ms": rng.random(5000)})
+    plan = make_plan([], keys, {"n": "count", "s": "sum(latency_ms)"}, None)
+    got = finalize(partial(table, plan, PRICES), plan)
+    ref = table.to_pandas().groupby(keys).agg(n=("latency_ms", "size"), s=("latency_ms", "sum"))
+    ref = ref.reset_index()
+    np.testing.assert_array_equal(got[keys].to_numpy(), ref[keys].to_numpy())
+    np.testing.assert_array_equal(got["n"], ref["n"])
+    np.testing.assert_allclose(got["s"], ref["s"])
