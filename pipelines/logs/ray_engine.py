@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -22,6 +23,7 @@ from pipelines.logs.query import Plan
 from pipelines.logs.schema import BUCKET_KEY, KNOWN_COLUMNS, TIME_KEYS
 from pipelines.logs.sources import Chunk, LogFile, plan_chunks
 from pipelines.logs.store import (
+    Filters,
     LogStore,
     ScanStats,
     build_plan,
@@ -65,7 +67,13 @@ class RayLogStore(LogStore):
         if self._scan is None:
             self.run((), None, None, None)
 
-    def run(self, filters, by, metrics, bucket) -> pd.DataFrame:
+    def run(
+        self,
+        filters: Filters,
+        by: Sequence[str] | None,
+        metrics: Mapping[str, str] | None,
+        bucket: str | None,
+    ) -> pd.DataFrame:
         # Until a first pass has seen the data, any name may be an extra column; the plan is
         # checked against the schema the tasks report, before anything is returned.
         columns = self._schema.names if self._schema else _possible_columns(filters, by)
@@ -135,7 +143,7 @@ def _with_missing(table: pa.Table, plan: Plan) -> pa.Table:
     return table.unify_dictionaries()
 
 
-def _possible_columns(filters, by) -> set[str]:
+def _possible_columns(filters: Filters, by: Sequence[str] | None) -> set[str]:
     names = set(KNOWN_COLUMNS) | {k for k in (by or ()) if k not in TIME_KEYS and k != BUCKET_KEY}
     for conds in filters:
         for key in conds:

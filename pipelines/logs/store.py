@@ -13,8 +13,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +53,10 @@ class ScanStats:
         return {**dataclasses.asdict(self), "quarantined": dict(sorted(self.quarantined.items()))}
 
 
-class LogStore:
+Filters = Sequence[Mapping[str, Any]]  # the keywords of each filter() call, ANDed
+
+
+class LogStore(ABC):
     """Parsed LLM logs you can query; build one with LogStore.from_jsonl()."""
 
     engine = "base"
@@ -85,21 +89,29 @@ class LogStore:
         return Query(self)
 
     @property
+    @abstractmethod
     def scan(self) -> ScanStats:
         """What parsing found: lines, rows kept, quarantined per reason."""
-        raise NotImplementedError
 
     @property
+    @abstractmethod
     def quarantine(self) -> list[Quarantined]:
         """Every line that was not kept, with file, line number, reason and raw text."""
-        raise NotImplementedError
 
     @property
+    @abstractmethod
     def schema(self) -> pa.Schema:
-        raise NotImplementedError
+        """Known columns then the extra fields found in the logs."""
 
-    def run(self, filters: Sequence[Mapping[str, Any]], by, metrics, bucket) -> pd.DataFrame:
-        raise NotImplementedError
+    @abstractmethod
+    def run(
+        self,
+        filters: Filters,
+        by: Sequence[str] | None,
+        metrics: Mapping[str, str] | None,
+        bucket: str | None,
+    ) -> pd.DataFrame:
+        """Answer one query; Query.aggregate() calls this."""
 
 
 class Query:
@@ -196,13 +208,25 @@ class ArrowLogStore(LogStore):
     def schema(self) -> pa.Schema:
         return self.table.schema
 
-    def run(self, filters, by, metrics, bucket) -> pd.DataFrame:
+    def run(
+        self,
+        filters: Filters,
+        by: Sequence[str] | None,
+        metrics: Mapping[str, str] | None,
+        bucket: str | None,
+    ) -> pd.DataFrame:
         plan = build_plan(self.schema.names, filters, by, metrics, bucket)
         plan.check(self.schema)
         return finalize(partial(self.table, plan, self.prices), plan)
 
 
-def build_plan(columns: Sequence[str], filters, by, metrics, bucket) -> Plan:
+def build_plan(
+    columns: Iterable[str],
+    filters: Filters,
+    by: Sequence[str] | None,
+    metrics: Mapping[str, str] | None,
+    bucket: str | None,
+) -> Plan:
     conditions = [c for conds in filters for c in parse_conditions(conds, columns)]
     return make_plan(conditions, by, metrics, bucket)
 
