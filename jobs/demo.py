@@ -3,6 +3,7 @@ use what earlier ones put on the context (the Ray session, the model path, job o
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,19 +82,21 @@ def serve_search(ctx: DemoContext) -> Iterator[str]:
 
 
 def aggregate_logs(ctx: DemoContext) -> Iterator[str]:
-    from pipelines.logs.generate import write_logs
+    from pipelines.logs.generate import generate_demo_logs
 
-    paths = write_logs(ctx.output / "logs-input", rows=20_000, files=4, seed=0)
-    yield f"generated {len(paths)} JSONL files of LLM logs (0.1% malformed lines)"
+    paths = generate_demo_logs(ctx.output / "logs-input")
+    yield f"generated {len(paths)} JSONL files of LLM logs (0.1% malformed, some quirky lines)"
     stats = _run_job(BATCH_JOBS["logs"], str(ctx.output / "logs-input"), ctx, "logs")
-    for name, step in stats["steps"].items():
-        quarantined = sum(step["quarantined"].values())
-        yield f"{name:>10}: {step['rows_in']:>6} in, {step['rows_out']:>6} out, {quarantined} bad"
-    table = next((ctx.output / "logs").glob("*.csv"), None) or next(
-        (ctx.output / "logs").glob("*.parquet")
-    )
-    yield f"aggregate table: {table}"
-    yield from _read_table(table).head(8).to_string(index=False).splitlines()
+    parse = stats["steps"]["parse"]
+    reasons = ", ".join(f"{reason} {n}" for reason, n in parse["quarantined"].items())
+    yield f"parsed {parse['rows_in']} lines -> {parse['rows_out']} rows; quarantined: {reasons}"
+    outputs = stats["logs"]["outputs"]
+    with open(outputs["quarantine"], encoding="utf-8") as quarantine:
+        example = json.loads(quarantine.readline())
+    where = f"{Path(example['file']).name}:{example['line']}"
+    yield f"e.g. {where} {example['reason']} ({example['detail']}): {example['raw'][:60]!r}"
+    yield f"table {outputs['table']}, chart {outputs['chart']}, MLflow run {stats['mlflow_run_id']}"
+    yield from _read_table(Path(outputs["table"])).head(8).to_string(index=False).splitlines()
 
 
 def _run_job(job: BatchJob, input_path: str, ctx: DemoContext, name: str) -> dict[str, Any]:
