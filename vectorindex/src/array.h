@@ -12,7 +12,6 @@ class Array {
  public:
   const T* data() const { return view_ ? view_ : owned_.data(); }
   size_t size() const { return view_ ? view_size_ : owned_.size(); }
-  const T& operator[](size_t i) const { return data()[i]; }
 
   void set_view(const T* p, size_t n) {
     owned_.clear();

@@ -77,11 +77,8 @@ float HNSWIndex::node_dist(uint32_t a, uint32_t b) const {
   if (store_.has_float()) return store_.exact_dist(store_.vec(a), b);
   // Codes only: dequantise a and use the same distance as searches do.
   thread_local std::vector<float> buf;
-  const size_t dp = store_.dp();
-  buf.resize(dp);
-  const int8_t* c = store_.code(a);
-  const float scale = store_.scales()[a];
-  for (size_t k = 0; k < dp; ++k) buf[k] = c[k] * scale;
+  buf.resize(store_.dp());
+  store_.decode(a, buf.data());
   return store_.dist(buf.data(), store_.norms()[a], b);
 }
 
@@ -265,8 +262,7 @@ void HNSWIndex::add_prepared(const float* x, const float* norms, size_t n, const
       float qn = norms[i];
       if (!store_.has_float()) {
         float* b = deq.data() + i * dp;
-        const float scale = store_.scales()[s];
-        for (size_t k = 0; k < dp; ++k) b[k] = store_.code(s)[k] * scale;
+        store_.decode(s, b);
         q = b;
         qn = store_.norms()[s];
       }
@@ -321,10 +317,12 @@ void HNSWIndex::compact_locked() {
   for (uint32_t s = 0; s < store_.slots(); ++s) {
     if (store_.deleted(s)) continue;
     ids.push_back(store_.label(s));
+    rows.resize(rows.size() + dp);
+    float* row = rows.data() + rows.size() - dp;
     if (store_.has_float()) {
-      rows.insert(rows.end(), store_.vec(s), store_.vec(s) + dp);
+      std::copy(store_.vec(s), store_.vec(s) + dp, row);
     } else {
-      for (size_t k = 0; k < dp; ++k) rows.push_back(store_.code(s)[k] * store_.scales()[s]);
+      store_.decode(s, row);
     }
   }
   const int64_t next_id = store_.next_id();

@@ -165,6 +165,12 @@ size_t VectorStore::memory_bytes() const {
          map_bytes;
 }
 
+void VectorStore::decode(uint32_t s, float* out) const {
+  const int8_t* c = code(s);
+  const float scale = scales_.data()[s];
+  for (size_t k = 0; k < dp_; ++k) out[k] = c[k] * scale;
+}
+
 float VectorStore::exact_dist(const float* q, uint32_t s) const {
   const Kernels& k = kernels();
   if (metric_ == Metric::L2) return k.l2sqr_f32(q, vec(s), dp_);

@@ -40,6 +40,8 @@ class VectorStore {
   const float* scales() const { return scales_.data(); }
   int64_t label(uint32_t s) const { return labels_[s]; }
   bool deleted(uint32_t s) const { return deleted_[s] != 0; }
+  // The float row that slot s's int8 code stands for (dp floats).
+  void decode(uint32_t s, float* out) const;
   // One byte a slot, nonzero when deleted; null when nothing is.
   const uint8_t* deleted_mask() const { return n_deleted_ ? deleted_.data() : nullptr; }
 
