@@ -271,6 +271,13 @@ void HNSWIndex::add_prepared(const float* x, const float* norms, size_t n, const
   });
 }
 
+void HNSWIndex::reserve(size_t slots) {
+  Index::reserve(slots);
+  links0_.mut().reserve(slots * (M0_ + 1));
+  levels_.reserve(slots);
+  upper_.reserve(slots);
+}
+
 std::vector<Hit> HNSWIndex::search_one(const float* q, float qn, size_t ef, size_t kk,
                                        const uint8_t* skip) const {
   if (entry_ == kNoSlot) return {};

@@ -29,6 +29,7 @@ class HNSWIndex : public Index {
                        std::vector<std::vector<Hit>>& out) const override;
   void add_prepared(const float* x, const float* norms, size_t n, const int64_t* ids) override;
   void compact_locked() override;
+  void reserve(size_t slots) override;
   uint32_t kind() const override { return 1; }
   size_t extra_bytes() const override;
   void write_extra(FileWriter& w, Header& h) const override;

@@ -45,9 +45,10 @@ void Index::add(const float* x, size_t n, const int64_t* ids) {
   const size_t dp = store_.dp();
   std::vector<float> prepared(n * dp), norms(n);
   store_.prepare(x, n, prepared.data(), norms.data());
-  if (ids) {
-    std::shared_lock lock(mu_);
-    store_.check_new_ids(ids, n);
+  {
+    std::unique_lock lock(mu_);
+    if (ids) store_.check_new_ids(ids, n);
+    reserve(store_.slots() + n);
   }
   // In chunks, so that searches get the lock between them during a long HNSW build.
   for (size_t i = 0; i < n; i += kAddChunk) {

@@ -66,6 +66,7 @@ class Index {
                                Filter* filter, const SearchArgs& args,
                                std::vector<std::vector<Hit>>& out) const = 0;
   virtual void add_prepared(const float* x, const float* norms, size_t n, const int64_t* ids) = 0;
+  virtual void reserve(size_t slots) { store_.reserve(slots); }
   virtual void after_remove() {}
   virtual void compact_locked() = 0;
   virtual uint32_t kind() const = 0;

@@ -66,6 +66,17 @@ void VectorStore::check_new_ids(const int64_t* ids, size_t n) const {
   }
 }
 
+void VectorStore::reserve(size_t n) {
+  if (has_float()) vecs_.mut().reserve(n * dp_);
+  if (has_codes()) {
+    codes_.mut().reserve(n * dp_);
+    scales_.mut().reserve(n);
+  }
+  norms_.mut().reserve(n);
+  labels_.reserve(n);
+  deleted_.reserve(n);
+}
+
 void VectorStore::append(const float* prepared, size_t n, const int64_t* ids) {
   const size_t old = slots();
   if (has_float()) {

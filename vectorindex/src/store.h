@@ -50,6 +50,8 @@ class VectorStore {
   void prepare(const float* x, size_t n, float* out, float* norms_out) const;
   // Throws std::invalid_argument naming the first id already present or repeated.
   void check_new_ids(const int64_t* ids, size_t n) const;
+  // Room for n slots in all, so chunked adds do not leave geometric-growth slack.
+  void reserve(size_t n);
   // Appends prepared rows; ids null means the next sequential ids.
   void append(const float* prepared, size_t n, const int64_t* ids);
   // Marks the ids deleted; returns how many were live.
