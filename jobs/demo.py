@@ -1,11 +1,11 @@
-"""The stages of `refinery demo`, in order. Each yields the lines it prints; later stages may
-use what earlier ones put on the context (the Ray session, the model path, job outputs)."""
+"""The stages of `refinery demo`, in order. Each yields the lines it prints; later stages read
+what earlier ones wrote under the demo's output folder (the serve stage loads the docs index)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,6 @@ class DemoContext:
     output: Path
     runtime: RuntimeConfig
     profile: str
-    results: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def create(cls, output: str, profile: str) -> DemoContext:
@@ -58,7 +57,6 @@ def refine_documents(ctx: DemoContext) -> Iterator[str]:
         yield f"{name:>14}: {step['rows_in']:>5} in, {step['rows_out']:>5} out" + (
             f"  (dropped: {dropped})" if dropped else ""
         )
-    ctx.results["docs_output"] = ctx.output / "docs"
     yield f"outputs: {ctx.output / 'docs'} (documents/, index/, stats.json)"
 
 
@@ -120,8 +118,11 @@ def generate_with_tiny_llm(ctx: DemoContext) -> Iterator[str]:
     llm = LLM(**engine)
     params = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
     messages = [{"role": "user", "content": "What does Refinery do?"}]
-    output = llm.chat(messages, params)[0].outputs[0]
-    ctx.results["tiny_llm_token_ids"] = list(output.token_ids)
+    try:
+        output = llm.chat(messages, params)[0].outputs[0]
+    finally:
+        # The engine runs in its own processes; left to interpreter exit, they keep it waiting.
+        llm.llm_engine.engine_core.shutdown()
     yield f"vLLM {_vllm_version()} generated token ids {list(output.token_ids)}"
     yield f"text (random weights, so gibberish): {output.text!r}"
 

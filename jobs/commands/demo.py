@@ -20,12 +20,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import ray
+
     ctx = DemoContext.create(args.output, args.profile)
-    for number, stage in enumerate(DEMO_STAGES, 1):
-        print(f"\n== [{number}/{len(DEMO_STAGES)}] {stage.title}", flush=True)
-        t0 = time.perf_counter()
-        for line in stage.run(ctx):
-            print(f"   {line}", flush=True)
-        print(f"   ({time.perf_counter() - t0:.1f} s)", flush=True)
+    try:
+        for number, stage in enumerate(DEMO_STAGES, 1):
+            print(f"\n== [{number}/{len(DEMO_STAGES)}] {stage.title}", flush=True)
+            t0 = time.perf_counter()
+            for line in stage.run(ctx):
+                print(f"   {line}", flush=True)
+            print(f"   ({time.perf_counter() - t0:.1f} s)", flush=True)
+    finally:
+        ray.shutdown()  # stops Serve and the local Ray the demo started
     print("\ndemo finished; outputs under", ctx.output)
     return 0
