@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 demo: $(STAMP)
 	$(VENV)/bin/refinery demo
 
-test: $(STAMP)
+test: lint
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 install: $(STAMP)
