@@ -76,20 +76,13 @@ class Snapshot:
             )
         )
 
-    @property
-    def dimension(self) -> int:
-        return self.manifest.dimension
-
     def search(
         self, vectors: np.ndarray, k: int, payload_filter: PayloadFilter | None = None
     ) -> list[list[Hit]]:
         allowed = self.allowed_ids(payload_filter) if payload_filter else None
         if allowed is not None and len(allowed) == 0:
             return [[] for _ in range(len(vectors))]
-        if allowed is None:
-            scores, ids = self.index.search(vectors, k)
-        else:
-            scores, ids = self.index.search(vectors, k, allowed_ids=allowed)
+        scores, ids = self.index.search(vectors, k, allowed_ids=allowed)
         return [
             self.hits(row_scores, row_ids) for row_scores, row_ids in zip(scores, ids, strict=True)
         ]
