@@ -7,12 +7,11 @@ from typing import Any
 from serve.config import BatchingConfig
 
 
-def apply_batching(batch_method: Any, user_config: dict[str, Any]) -> BatchingConfig:
+def apply_batching(batch_method: Any, user_config: dict[str, Any]) -> None:
     """Validate a deployment's user_config and apply it to its @serve.batch method."""
     cfg = BatchingConfig.model_validate(user_config or {})
     batch_method.set_max_batch_size(cfg.max_batch_size)
     batch_method.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
-    return cfg
 
 
 class BatchSizeMetric:

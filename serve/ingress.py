@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -54,7 +53,9 @@ class Ingress:
         self.limiter = RateLimiter(self.cfg.limits.requests_per_s, self.cfg.limits.burst)
         self.embedder = embedder
         self.index = index
+        # Model, dimension and metric do not change while a replica lives: ask once.
         self._index_info: dict[str, Any] | None = None
+        self._embedder_info: dict[str, Any] | None = None
         self.metrics = RequestMetrics()
 
     @app.get("/healthz")
@@ -82,7 +83,7 @@ class Ingress:
     async def _embed(self, body: EmbedRequest) -> EmbedResponse:
         self._check_texts(body.texts)
         vectors = await self._call(self.embedder.embed.remote(body.texts))
-        info = await self._call(self.embedder.describe.remote())
+        info = await self._embedder_describe()
         return EmbedResponse(vectors=vectors.tolist(), model=info["model"], dim=info["dim"])
 
     async def _search(self, body: SearchRequest) -> SearchResponse:
@@ -123,14 +124,22 @@ class Ingress:
                 raise bad_request(
                     f"vectors[{i}] has dimension {len(vector)}; the index has dimension {dimension}"
                 )
-            if not all(math.isfinite(x) for x in vector):
-                raise bad_request(f"vectors[{i}] holds NaN or infinity")
-        return np.asarray(vectors, dtype=np.float32)
+        matrix = np.asarray(vectors, dtype=np.float32)
+        finite = np.isfinite(matrix).all(axis=1)
+        if not finite.all():
+            # Python's json accepts NaN and Infinity literals, so they do reach this point.
+            raise bad_request(f"vectors[{int(np.argmin(finite))}] holds NaN or infinity")
+        return matrix
 
     async def _index_describe(self) -> dict[str, Any]:
         if self._index_info is None:
             self._index_info = await self._call(self.index.describe.remote())
         return self._index_info
+
+    async def _embedder_describe(self) -> dict[str, Any]:
+        if self._embedder_info is None:
+            self._embedder_info = await self._call(self.embedder.describe.remote())
+        return self._embedder_info
 
     async def _handle(
         self,

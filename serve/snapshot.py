@@ -67,32 +67,30 @@ class Snapshot:
             raise SnapshotError(f"{self.manifest.index}: index file not found")
         self.index = vectorindex.load(inner)
         self.table = _load_payload_table(self.manifest.documents)
-        names = [n for n in self.table.column_names if n != "index_id"]
-        self.payloads = dict(
-            zip(
-                self.table["index_id"].to_pylist(),
-                self.table.select(names).to_pylist(),
-                strict=True,
+        # Payloads stay in Arrow; hits look up their rows, so loading builds no Python dicts.
+        self.payload_table = self.table.drop_columns(["index_id"])
+        self.row_of = {i: row for row, i in enumerate(self.table["index_id"].to_pylist())}
+        unmatched = np.setdiff1d(self.index.ids(), self.table["index_id"].to_numpy())
+        if len(unmatched):
+            raise SnapshotError(
+                f"{self.manifest.documents}: no document row for {len(unmatched)} index ids "
+                f"(e.g. {unmatched[:3].tolist()}); index and documents are from different runs?"
             )
-        )
 
     def search(
         self, vectors: np.ndarray, k: int, payload_filter: PayloadFilter | None = None
     ) -> list[list[Hit]]:
         allowed = self.allowed_ids(payload_filter) if payload_filter else None
-        if allowed is not None and len(allowed) == 0:
-            return [[] for _ in range(len(vectors))]
         scores, ids = self.index.search(vectors, k, allowed_ids=allowed)
         return [
             self.hits(row_scores, row_ids) for row_scores, row_ids in zip(scores, ids, strict=True)
         ]
 
     def hits(self, scores: np.ndarray, ids: np.ndarray) -> list[Hit]:
-        return [
-            Hit(id=int(i), score=float(s), payload=self.payloads.get(int(i), {}))
-            for s, i in zip(scores, ids, strict=True)
-            if i >= 0
-        ]
+        found = [(float(s), int(i)) for s, i in zip(scores, ids, strict=True) if i >= 0]
+        rows = pa.array([self.row_of[i] for _, i in found], pa.int64())
+        payloads = self.payload_table.take(rows).to_pylist()
+        return [Hit(id=i, score=s, payload=p) for (s, i), p in zip(found, payloads, strict=True)]
 
     def allowed_ids(self, payload_filter: PayloadFilter) -> np.ndarray:
         known = [c for c in self.table.column_names if c != "index_id"]

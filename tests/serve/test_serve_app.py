@@ -172,6 +172,10 @@ def test_client_mistakes_are_4xx_with_a_message(
 def test_malformed_json_and_missing_key(served: dict[str, Any]) -> None:
     raw = httpx.post(served["url"] + "/v1/search", content=b"{oops", headers=AUTH)
     assert raw.status_code == 400 and "not valid JSON" in raw.json()["error"]["message"]
+    nan = b'{"vectors": [[' + b", ".join([b"0.1"] * 383 + [b"NaN"]) + b"]]}"
+    not_finite = httpx.post(served["url"] + "/v1/search", content=nan, headers=AUTH)
+    assert not_finite.status_code == 400
+    assert "vectors[0] holds NaN or infinity" in not_finite.json()["error"]["message"]
     anonymous = post(served, "/v1/search", {"texts": ["x"]}, headers={})
     assert anonymous.status_code == 401
     assert anonymous.json()["error"]["type"] == "authentication_error"
