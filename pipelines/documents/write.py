@@ -63,8 +63,12 @@ class IndexWriter:
         self.index = vectorindex.IndexFlatIP(dim)
 
     def add(self, table: pa.Table) -> None:
-        vectors = np.asarray(table["vector"].to_pylist(), dtype=np.float32)
-        self.index.add_with_ids(vectors, table["index_id"].to_numpy())
+        # The fixed-size list column flattens to one buffer: no Python list per vector.
+        column = table["vector"].combine_chunks()
+        vectors = column.flatten().to_numpy().astype(np.float32, copy=False)
+        self.index.add_with_ids(
+            vectors.reshape(len(column), self.index.d), table["index_id"].to_numpy()
+        )
 
     def save(self, path: str) -> None:
         fs, inner = resolve(path)
