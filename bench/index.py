@@ -194,9 +194,11 @@ def hnsw_data(args: argparse.Namespace, kind: str):
             (total, 384), dtype=np.float32
         )
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.ascontiguousarray(vectors[: args.hnsw_n]), np.ascontiguousarray(
-        vectors[args.hnsw_n : total]
-    )
+    # Queries are a random sample of the corpus (held out of the index), not its tail: the
+    # tail is all docstrings once the docs run out.
+    order = np.random.default_rng(1).permutation(total)
+    queries, base = order[: args.hnsw_queries], np.sort(order[args.hnsw_queries :])
+    return np.ascontiguousarray(vectors[base]), np.ascontiguousarray(vectors[queries])
 
 
 def doc_texts(docs_dir: Path) -> list[str]:
@@ -212,41 +214,78 @@ def doc_texts(docs_dir: Path) -> list[str]:
         raw = page.read_text(errors="ignore")
         raw = re.sub(r"(?s)<(script|style)[^>]*>.*?</\1>", " ", raw)
         for line in html.unescape(re.sub(r"<[^>]+>", "\n", raw)).split("\n"):
-            line = " ".join(line.split())
-            if len(line) < 20:
-                continue
-            texts[line] = None
-            for sentence in re.split(r"(?<=[.!?])\s+", line):
-                if len(sentence) >= 20:
-                    texts[sentence] = None
+            _add_sentences(" ".join(line.split()), texts)
     order = list(texts)
     random.Random(0).shuffle(order)
     return order
 
 
+def _add_sentences(line: str, texts: dict[str, None]) -> None:
+    """The line and each of its sentences, 20 characters or more."""
+    if len(line) < 20:
+        return
+    texts[line] = None
+    for sentence in re.split(r"(?<=[.!?])\s+", line):
+        if len(sentence) >= 20:
+            texts[sentence] = None
+
+
+def package_texts(exclude: set[str]) -> list[str]:
+    """Paragraphs and sentences of the docstrings (triple-quoted strings) of the installed
+    Python packages, none in `exclude`, in a fixed shuffled order."""
+    import random
+    import sysconfig
+
+    texts: dict[str, None] = {}
+    for path in sorted(Path(sysconfig.get_paths()["purelib"]).rglob("*.py")):
+        for doc in re.findall(r'(?s)"""(.*?)"""', path.read_text(errors="ignore")):
+            for para in re.split(r"\n\s*\n", doc):
+                _add_sentences(" ".join(para.split())[:1000], texts)
+    pool = sorted(set(texts) - exclude)
+    random.Random(0).shuffle(pool)
+    return pool
+
+
+def corpus_texts(args: argparse.Namespace, count: int, cache: Path) -> list[str]:
+    """The docs' texts, then docstrings of installed packages for whatever more `count` needs.
+    The docstrings chosen are cached with the vectors: installing a package later must not
+    change which text a cached vector stands for."""
+    texts = doc_texts(Path(args.docs_dir))
+    extra_path = cache / "package_texts.json"
+    extra = json.loads(extra_path.read_text()) if extra_path.exists() else []
+    if count > len(texts) + len(extra):
+        known = set(texts) | set(extra)
+        extra += [t for t in package_texts(known) if t not in known][
+            : count - len(texts) - len(extra)
+        ]
+        extra_path.write_text(json.dumps(extra))
+    if count > len(texts) + len(extra):
+        raise SystemExit(f"docs and docstrings give {len(texts) + len(extra)} texts, not {count}")
+    return texts + extra
+
+
 def embeddings(args: argparse.Namespace, count: int):
-    """The first `count` MiniLM vectors of the docs corpus, encoding only uncached chunks."""
+    """The first `count` MiniLM vectors of the corpus, encoding only uncached chunks."""
     import numpy as np
 
     cache = Path(args.cache_dir) / "minilm"
     cache.mkdir(parents=True, exist_ok=True)
-    texts = doc_texts(Path(args.docs_dir))
-    if count > len(texts):
-        raise SystemExit(f"the docs corpus has {len(texts)} texts, fewer than {count}")
+    texts = corpus_texts(args, count, cache)
     model = None
     chunks = []
     for start in range(0, count, CHUNK):
         path = cache / f"{start // CHUNK:05d}.npy"
-        if not path.exists():
+        part = texts[start : start + CHUNK]
+        # A chunk cached when the corpus ended inside it is short: encode it again in full.
+        if not path.exists() or len(np.load(path, mmap_mode="r")) != len(part):
             if model is None:
                 from refinery.config import EmbeddingConfig
                 from refinery.embedding import load_embedder
 
                 model = load_embedder(EmbeddingConfig())
             t = time.perf_counter()
-            vecs = model.encode(texts[start : start + CHUNK], batch_size=128)
-            np.save(path, vecs.astype(np.float32))
-            print(f"encoded texts {start}..{start + CHUNK} in {time.perf_counter() - t:.0f} s")
+            np.save(path, model.encode(part, batch_size=128).astype(np.float32))
+            print(f"encoded texts {start}..{start + len(part)} in {time.perf_counter() - t:.0f} s")
         chunks.append(np.load(path))
     return np.concatenate(chunks)[:count]
 

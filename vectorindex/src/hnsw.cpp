@@ -65,12 +65,12 @@ HNSWIndex::HNSWIndex(size_t d, Metric metric, Quant quant, bool keep_float, size
 
 uint32_t* HNSWIndex::links(uint32_t s, int level) {
   if (level == 0) return links0_.mut().data() + size_t(s) * (M0_ + 1);
-  return upper_[s].data() + size_t(level - 1) * (M_ + 1);
+  return upper_.data() + upper_at_[s] + size_t(level - 1) * (M_ + 1);
 }
 
 const uint32_t* HNSWIndex::links(uint32_t s, int level) const {
   if (level == 0) return links0_.data() + size_t(s) * (M0_ + 1);
-  return upper_[s].data() + size_t(level - 1) * (M_ + 1);
+  return upper_.data() + upper_at_[s] + size_t(level - 1) * (M_ + 1);
 }
 
 float HNSWIndex::node_dist(uint32_t a, uint32_t b) const {
@@ -240,24 +240,39 @@ void HNSWIndex::insert(uint32_t s, const float* q, float qn) {
   }
 }
 
-void HNSWIndex::add_prepared(const float* x, const float* norms, size_t n, const int64_t* ids) {
-  const size_t old = store_.slots(), dp = store_.dp();
-  store_.append(x, n, ids);
-  links0_.mut().resize((old + n) * (M0_ + 1), 0);
+// Rows go to deleted slots first, which keep their level and, until insert() replaces them,
+// their links (routes for the inserts running meanwhile); the rest get new slots.
+std::vector<uint32_t> HNSWIndex::place(const float* x, size_t n, const int64_t* ids) {
+  const size_t dp = store_.dp(), old = store_.slots(), reused = std::min(n, store_.n_free());
+  std::vector<uint32_t> slots(n);
+  for (size_t i = 0; i < reused; ++i) slots[i] = store_.reuse(x + i * dp, ids ? ids + i : nullptr);
+  store_.append(x + reused * dp, n - reused, ids ? ids + reused : nullptr);
+  links0_.mut().resize(store_.slots() * (M0_ + 1), 0);
   std::uniform_real_distribution<double> unif(0.0, 1.0);
-  for (size_t i = 0; i < n; ++i) {
+  for (size_t i = reused; i < n; ++i) {
+    slots[i] = uint32_t(old + i - reused);
     const double u = std::max(unif(rng_), 1e-300);
-    const int level = std::min(int(-std::log(u) * level_mult_), 30);
-    levels_.push_back(level);
-    upper_.emplace_back(size_t(level) * (M_ + 1), 0);
+    const int level = std::min(int(-std::log(u) * level_mult_), kMaxLevel);
+    if (upper_.size() + size_t(level) * (M_ + 1) > UINT32_MAX) {
+      throw std::length_error("HNSW graph too large");
+    }
+    levels_.push_back(uint8_t(level));
+    upper_at_.push_back(uint32_t(upper_.size()));
+    upper_.resize(upper_.size() + size_t(level) * (M_ + 1), 0);
   }
+  return slots;
+}
+
+void HNSWIndex::add_prepared(const float* x, const float* norms, size_t n, const int64_t* ids) {
+  const size_t dp = store_.dp();
+  const std::vector<uint32_t> slots = place(x, n, ids);
   // Codes only: searches see the codes, so insert with what they will see.
   std::vector<float> deq;
   if (!store_.has_float()) deq.resize(n * dp);
   std::atomic<size_t> next{0};
   run_parallel(threads_for(n, 256), [&](int) {
     for (size_t i; (i = next.fetch_add(1)) < n;) {
-      const uint32_t s = uint32_t(old + i);
+      const uint32_t s = slots[i];
       const float* q = x + i * dp;
       float qn = norms[i];
       if (!store_.has_float()) {
@@ -271,11 +286,12 @@ void HNSWIndex::add_prepared(const float* x, const float* norms, size_t n, const
   });
 }
 
-void HNSWIndex::reserve(size_t slots) {
-  Index::reserve(slots);
+void HNSWIndex::reserve_for(size_t n) {
+  const size_t slots = store_.slots() + n - std::min(n, store_.n_free());
+  store_.reserve(slots);
   links0_.mut().reserve(slots * (M0_ + 1));
   levels_.reserve(slots);
-  upper_.reserve(slots);
+  upper_at_.reserve(slots);
 }
 
 std::vector<Hit> HNSWIndex::search_one(const float* q, float qn, size_t ef, size_t kk,
@@ -336,6 +352,7 @@ void HNSWIndex::compact_locked() {
   store_ = VectorStore(store_.d(), store_.metric(), store_.quant(), store_.keep_float());
   links0_ = Array<uint32_t>();
   levels_.clear();
+  upper_at_.clear();
   upper_.clear();
   max_level_ = -1;
   entry_ = kNoSlot;
@@ -348,27 +365,25 @@ void HNSWIndex::compact_locked() {
 }
 
 size_t HNSWIndex::extra_bytes() const {
-  size_t upper = upper_.capacity() * sizeof(std::vector<uint32_t>);
-  for (const auto& u : upper_) upper += u.capacity() * sizeof(uint32_t);
-  return links0_.owned_bytes() + levels_.capacity() * sizeof(int32_t) + upper;
+  return links0_.owned_bytes() + levels_.capacity() + upper_at_.capacity() * sizeof(uint32_t) +
+         upper_.capacity() * sizeof(uint32_t);
 }
 
+// Upper lists lie in slot order (reused slots keep theirs), so the offsets are upper_at_.
 void HNSWIndex::write_extra(FileWriter& w, Header& h) const {
   const size_t n = store_.slots();
-  std::vector<uint64_t> offsets(n + 1, 0);
-  for (size_t s = 0; s < n; ++s) offsets[s + 1] = offsets[s] + upper_[s].size();
+  const std::vector<int32_t> levels(levels_.begin(), levels_.end());
+  std::vector<uint64_t> offsets(upper_at_.begin(), upper_at_.end());
+  offsets.push_back(upper_.size());
   h.aux[0] = M_;
   h.aux[1] = efc_;
   h.aux[2] = uint64_t(int64_t(max_level_));
   h.aux[3] = entry_;
   h.aux[4] = ef_search();
-  w.section(levels_.data(), n * sizeof(int32_t));
+  w.section(levels.data(), n * sizeof(int32_t));
   w.section(links0_.data(), n * (M0_ + 1) * sizeof(uint32_t));
   w.section(offsets.data(), (n + 1) * sizeof(uint64_t));
-  std::vector<uint32_t> flat;
-  flat.reserve(offsets[n]);
-  for (const auto& u : upper_) flat.insert(flat.end(), u.begin(), u.end());
-  w.section(flat.data(), flat.size() * sizeof(uint32_t));
+  w.section(upper_.data(), upper_.size() * sizeof(uint32_t));
 }
 
 // Every link is checked: a file with a valid checksum may still have been written by a buggy
@@ -378,24 +393,28 @@ void HNSWIndex::read_extra(FileReader& r) {
   const Header& h = r.header();
   max_level_ = int32_t(int64_t(h.aux[2]));
   entry_ = uint32_t(h.aux[3]);
-  if (n && (entry_ >= n || max_level_ < 0 || max_level_ > 30)) r.fail("bad HNSW entry point");
+  if (n && (entry_ >= n || max_level_ < 0 || max_level_ > kMaxLevel)) {
+    r.fail("bad HNSW entry point");
+  }
   if (!n && (entry_ != kNoSlot || max_level_ != -1)) r.fail("bad HNSW entry point");
   const auto* lv = static_cast<const int32_t*>(r.section(n * sizeof(int32_t)));
-  levels_.assign(lv, lv + n);
   const auto* l0 = static_cast<const uint32_t*>(r.section(n * (M0_ + 1) * sizeof(uint32_t)));
   links0_.set_view(l0, n * (M0_ + 1));
   const auto* off = static_cast<const uint64_t*>(r.section((n + 1) * sizeof(uint64_t)));
-  if (off[0] != 0) r.fail("bad HNSW offsets");
+  if (off[0] != 0 || off[n] > UINT32_MAX) r.fail("bad HNSW offsets");
+  levels_.resize(n);
+  upper_at_.resize(n);
   for (size_t s = 0; s < n; ++s) {
-    if (levels_[s] < 0 || levels_[s] > max_level_ ||
-        off[s + 1] - off[s] != size_t(levels_[s]) * (M_ + 1) || off[s + 1] < off[s]) {
+    if (lv[s] < 0 || lv[s] > max_level_ || off[s + 1] < off[s] ||
+        off[s + 1] - off[s] != size_t(lv[s]) * (M_ + 1)) {
       r.fail("bad HNSW levels");
     }
+    levels_[s] = uint8_t(lv[s]);
+    upper_at_[s] = uint32_t(off[s]);
   }
   if (off[n] > r.header().payload_bytes / sizeof(uint32_t)) r.fail("bad HNSW offsets");
   const auto* up = static_cast<const uint32_t*>(r.section(off[n] * sizeof(uint32_t)));
-  upper_.resize(n);
-  for (size_t s = 0; s < n; ++s) upper_[s].assign(up + off[s], up + off[s + 1]);
+  upper_.assign(up, up + off[n]);
   if (n && levels_[entry_] != max_level_) r.fail("bad HNSW entry level");
   for (uint32_t s = 0; s < n; ++s) {
     for (int l = 0; l <= levels_[s]; ++l) {

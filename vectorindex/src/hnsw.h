@@ -1,5 +1,6 @@
 // Hierarchical navigable small-world graph (Malkov & Yashunin). Level-0 links sit in one
-// flat array (mappable); the few upper-level lists are owned vectors.
+// flat array (mappable); the few upper-level lists in another, found by a per-slot offset.
+// Deleted nodes stay in the graph as routing points until an add reuses their slots.
 #pragma once
 
 #include <atomic>
@@ -29,7 +30,7 @@ class HNSWIndex : public Index {
                        std::vector<std::vector<Hit>>& out) const override;
   void add_prepared(const float* x, const float* norms, size_t n, const int64_t* ids) override;
   void compact_locked() override;
-  void reserve(size_t slots) override;
+  void reserve_for(size_t n) override;
   uint32_t kind() const override { return 1; }
   size_t extra_bytes() const override;
   void write_extra(FileWriter& w, Header& h) const override;
@@ -40,6 +41,7 @@ class HNSWIndex : public Index {
   size_t capacity(int level) const { return level ? M_ : M0_; }
   std::mutex& lock_of(uint32_t s) const { return locks_[s % kStripes]; }
 
+  std::vector<uint32_t> place(const float* x, size_t n, const int64_t* ids);
   void insert(uint32_t s, const float* q, float qn);
   template <bool kLocked>
   uint32_t greedy(const float* q, float qn, uint32_t ep, int from, int to) const;
@@ -54,13 +56,15 @@ class HNSWIndex : public Index {
   void prefetch_row(uint32_t s) const;
 
   static constexpr size_t kStripes = 4096;
+  static constexpr int kMaxLevel = 30;
   size_t M_, M0_, efc_;
   std::atomic<size_t> ef_search_;
   double level_mult_;
   std::mt19937_64 rng_;
   Array<uint32_t> links0_;  // per slot: count, then M0 neighbours
-  std::vector<int32_t> levels_;
-  std::vector<std::vector<uint32_t>> upper_;  // per slot: levels * (count, M neighbours)
+  std::vector<uint8_t> levels_;
+  std::vector<uint32_t> upper_at_;  // per slot: where its lists start in upper_
+  std::vector<uint32_t> upper_;     // per slot: levels * (count, M neighbours)
   int32_t max_level_ = -1;
   uint32_t entry_ = kNoSlot;
   std::mutex entry_mu_;

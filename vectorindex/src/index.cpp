@@ -48,7 +48,7 @@ void Index::add(const float* x, size_t n, const int64_t* ids) {
   {
     std::unique_lock lock(mu_);
     if (ids) store_.check_new_ids(ids, n);
-    reserve(store_.slots() + n);
+    reserve_for(n);
   }
   // In chunks, so that searches get the lock between them during a long HNSW build.
   for (size_t i = 0; i < n; i += kAddChunk) {

@@ -66,7 +66,8 @@ class Index {
                                Filter* filter, const SearchArgs& args,
                                std::vector<std::vector<Hit>>& out) const = 0;
   virtual void add_prepared(const float* x, const float* norms, size_t n, const int64_t* ids) = 0;
-  virtual void reserve(size_t slots) { store_.reserve(slots); }
+  // Room for n more rows, so chunked adds do not leave geometric-growth slack.
+  virtual void reserve_for(size_t n) { store_.reserve(store_.slots() + n); }
   virtual void after_remove() {}
   virtual void compact_locked() = 0;
   virtual uint32_t kind() const = 0;

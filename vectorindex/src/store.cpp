@@ -79,34 +79,43 @@ void VectorStore::reserve(size_t n) {
 
 void VectorStore::append(const float* prepared, size_t n, const int64_t* ids) {
   const size_t old = slots();
-  if (has_float()) {
-    auto& v = vecs_.mut();
-    v.insert(v.end(), prepared, prepared + n * dp_);
-  }
-  auto& nr = norms_.mut();
-  nr.resize(old + n);
+  if (has_float()) vecs_.mut().resize((old + n) * dp_);
   if (has_codes()) {
-    auto& c = codes_.mut();
-    auto& sc = scales_.mut();
-    c.resize((old + n) * dp_);
-    sc.resize(old + n);
-    for (size_t i = 0; i < n; ++i) {
-      int8_t* code = c.data() + (old + i) * dp_;
-      sc[old + i] = quantize(prepared + i * dp_, dp_, code);
-      nr[old + i] = code_norm(code, dp_, sc[old + i]);
-    }
-  } else {
-    for (size_t i = 0; i < n; ++i) nr[old + i] = sqnorm(prepared + i * dp_, dp_);
+    codes_.mut().resize((old + n) * dp_);
+    scales_.mut().resize(old + n);
   }
+  norms_.mut().resize(old + n);
   deleted_.resize(old + n, 0);
-  labels_.reserve(old + n);
+  labels_.resize(old + n);
   slot_of_.reserve(old + n);
-  for (size_t i = 0; i < n; ++i) {
-    const int64_t id = ids ? ids[i] : next_id_;
-    labels_.push_back(id);
-    slot_of_.emplace(id, uint32_t(old + i));
-    if (id >= next_id_) next_id_ = id + 1;
+  for (size_t i = 0; i < n; ++i) put(uint32_t(old + i), prepared + i * dp_, ids ? ids + i : nullptr);
+}
+
+uint32_t VectorStore::reuse(const float* prepared, const int64_t* id) {
+  const uint32_t s = free_.back();
+  free_.pop_back();
+  deleted_[s] = 0;
+  --n_deleted_;
+  put(s, prepared, id);
+  return s;
+}
+
+// Writes row, norm, code and id of an allocated slot.
+void VectorStore::put(uint32_t s, const float* prepared, const int64_t* id) {
+  if (has_float()) std::copy(prepared, prepared + dp_, vecs_.mut().data() + size_t(s) * dp_);
+  float& norm = norms_.mut()[s];
+  if (has_codes()) {
+    int8_t* code = codes_.mut().data() + size_t(s) * dp_;
+    float& scale = scales_.mut()[s];
+    scale = quantize(prepared, dp_, code);
+    norm = code_norm(code, dp_, scale);
+  } else {
+    norm = sqnorm(prepared, dp_);
   }
+  const int64_t label = id ? *id : next_id_;
+  labels_[s] = label;
+  slot_of_.emplace(label, s);
+  if (label >= next_id_) next_id_ = label + 1;
 }
 
 size_t VectorStore::remove(const int64_t* ids, size_t n) {
@@ -115,6 +124,7 @@ size_t VectorStore::remove(const int64_t* ids, size_t n) {
     auto it = slot_of_.find(ids[i]);
     if (it == slot_of_.end()) continue;
     deleted_[it->second] = 1;
+    free_.push_back(it->second);
     slot_of_.erase(it);
     ++removed;
   }
@@ -155,6 +165,7 @@ void VectorStore::compact() {
   deleted_.assign(w, 0);
   slot_of_.clear();
   for (size_t s = 0; s < w; ++s) slot_of_.emplace(labels_[s], uint32_t(s));
+  free_.clear();
   n_deleted_ = 0;
 }
 
@@ -173,7 +184,7 @@ size_t VectorStore::memory_bytes() const {
                            slot_of_.size() * (sizeof(void*) + sizeof(int64_t) + 8);
   return vecs_.owned_bytes() + codes_.owned_bytes() + scales_.owned_bytes() +
          norms_.owned_bytes() + labels_.capacity() * sizeof(int64_t) + deleted_.capacity() +
-         map_bytes;
+         free_.capacity() * sizeof(uint32_t) + map_bytes;
 }
 
 void VectorStore::decode(uint32_t s, float* out) const {
@@ -198,11 +209,13 @@ void VectorStore::restore(const Parts& p) {
   labels_.assign(p.labels, p.labels + p.n);
   deleted_.assign(p.deleted, p.deleted + p.n);
   n_deleted_ = 0;
+  free_.clear();
   slot_of_.clear();
   slot_of_.reserve(p.n);
   for (size_t s = 0; s < p.n; ++s) {
     if (deleted_[s]) {
       ++n_deleted_;
+      free_.push_back(uint32_t(s));
     } else if (!slot_of_.emplace(labels_[s], uint32_t(s)).second) {
       throw std::invalid_argument("corrupt index file: id " + std::to_string(labels_[s]) +
                                   " appears twice");

@@ -54,6 +54,11 @@ class VectorStore {
   void reserve(size_t n);
   // Appends prepared rows; ids null means the next sequential ids.
   void append(const float* prepared, size_t n, const int64_t* ids);
+  // Deleted slots not yet reused.
+  size_t n_free() const { return free_.size(); }
+  // Writes one prepared row over the most recently deleted slot (needs n_free()) under id, or
+  // the next sequential id when id is null; returns the slot.
+  uint32_t reuse(const float* prepared, const int64_t* id);
   // Marks the ids deleted; returns how many were live.
   size_t remove(const int64_t* ids, size_t n);
   // Slot of a live id, or kNoSlot.
@@ -116,6 +121,8 @@ class VectorStore {
   void own();
 
  private:
+  void put(uint32_t s, const float* prepared, const int64_t* id);
+
   size_t d_, dp_;
   Metric metric_;
   Quant quant_;
@@ -127,6 +134,7 @@ class VectorStore {
   std::vector<int64_t> labels_;
   std::vector<uint8_t> deleted_;
   std::unordered_map<int64_t, uint32_t> slot_of_;
+  std::vector<uint32_t> free_;
   size_t n_deleted_ = 0;
   int64_t next_id_ = 0;
 };
