@@ -12,6 +12,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "index": ("bench.index", "vectorindex against FAISS, hnswlib and NumPy"),
     "logs": ("bench.logs", "LogStore engines against pure Python, DuckDB and Polars"),
     "docs": ("bench.docs", "document pipeline against a single-process datasketch loop"),
+    "serve": ("bench.serve", "Serve /v1/search against a do-nothing endpoint and FastAPI+FAISS"),
 }
 
 
