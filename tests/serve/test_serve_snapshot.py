@@ -63,3 +63,36 @@ def test_index_ids_without_documents_are_rejected_at_load(tmp_path: Path) -> Non
 def test_missing_manifest_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(SnapshotError, match="manifest.json: cannot read manifest"):
         Snapshot(str(tmp_path))
+
+
+def test_upsert_replaces_and_adds_and_filters_see_the_new_payloads(tmp_path: Path) -> None:
+    snapshot = Snapshot(str(write(tmp_path, IDS)))
+    new = np.array([[0, 1, 0, 0], [0, 0, 0, 0.5]], dtype=np.float32)
+    snapshot.upsert(np.array([10, 20]), new, [{"source": "s9", "text": "moved"}, {"text": "new"}])
+    [hits] = snapshot.search(VECTORS[1:2], 2)
+    assert {(h.id, h.payload["text"]) for h in hits} == {(10, "moved"), (11, "doc 11")}
+    assert snapshot.index.ntotal == 5
+    [hits] = snapshot.search(VECTORS[3:4], 5, {"source": "s0"})
+    assert sorted(h.id for h in hits) == [12]  # 10 left s0 when it was replaced
+    [hits] = snapshot.search(VECTORS[3:4], 1)
+    assert (hits[0].id, hits[0].payload) == (13, {"source": "s1", "text": "doc 13"})
+    [hits] = snapshot.search(VECTORS[3:4], 5, {"text": "new"})
+    assert [(h.id, h.payload["source"]) for h in hits] == [(20, None)]
+
+
+def test_deleted_ids_never_come_back(tmp_path: Path) -> None:
+    snapshot = Snapshot(str(write(tmp_path, IDS)))
+    assert snapshot.delete(np.array([11, 99])) == 1
+    [hits] = snapshot.search(VECTORS[1:2], 4)
+    assert sorted(h.id for h in hits) == [10, 12, 13]
+    assert snapshot.search(VECTORS[1:2], 4, {"text": "doc 11"}) == [[]]
+
+
+def test_upsert_rejects_payloads_that_do_not_fit(tmp_path: Path) -> None:
+    snapshot = Snapshot(str(write(tmp_path, IDS)))
+    one = np.ones((1, 4), dtype=np.float32)
+    with pytest.raises(ValueError, match="unknown payload field.*colour; known: source, text"):
+        snapshot.upsert(np.array([30]), one, [{"colour": "red"}])
+    with pytest.raises(ValueError, match="does not match the snapshot's columns"):
+        snapshot.upsert(np.array([30]), one, [{"text": ["not", "a", "string"]}])
+    assert snapshot.index.ntotal == 4 and 30 not in snapshot.row_of

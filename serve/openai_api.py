@@ -1,0 +1,93 @@
+"""The OpenAI-compatible endpoints' serving logic, apart from HTTP: forward a validated request
+to the LLMDeployment and turn what it yields into one JSON body or a stream of SSE events.
+
+The request and response models are vLLM's (re-exported by ray.serve.llm), so every field an
+OpenAI client sends is understood; the engine's own errors come back as 4xx APIErrors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import BaseModel
+from ray.serve.handle import DeploymentHandle
+
+from serve.errors import APIError
+
+DONE_EVENT = "data: [DONE]\n\n"
+
+# Error types of the OpenAI API by status, so clients map them to their exception classes.
+_ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error", 422: "invalid_request_error"}
+
+
+def engine_error(error: Any) -> APIError:
+    """An ErrorResponse from the engine as an APIError with the engine's status code."""
+    info = error.error
+    status = int(info.code) if info.code else 500
+    return APIError(status, _ERROR_TYPES.get(status, info.type or "server_error"), info.message)
+
+
+def sse_event(item: Any) -> str:
+    """One SSE event from what the engine streams: a formatted string or a response model."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, BaseModel):
+        return f"data: {item.model_dump_json()}\n\n"
+    raise TypeError(f"unexpected stream item {type(item).__name__}")
+
+
+class OpenAIForwarder:
+    """Calls the LLMDeployment's chat/completions methods; the first item decides the answer:
+    an error, a whole response, or the start of a stream."""
+
+    def __init__(self, llm: DeploymentHandle, model_id: str, timeout_s: float) -> None:
+        self.llm = llm.options(stream=True)
+        self.model_id = model_id
+        self.timeout_s = timeout_s
+        self.created = int(time.time())
+
+    def models(self) -> dict[str, Any]:
+        card = {"id": self.model_id, "object": "model", "created": self.created}
+        return {"object": "list", "data": [{**card, "owned_by": "refinery"}]}
+
+    async def call(self, method: str, request: BaseModel) -> BaseModel | AsyncIterator[str]:
+        """A response model, or (streaming) an iterator of SSE events ending with [DONE]."""
+        stream = getattr(self.llm, method).remote(request)
+        first = await self._next(stream)
+        items = first if isinstance(first, list) else [first]
+        if items and not isinstance(items[0], str) and hasattr(items[0], "error"):
+            raise engine_error(items[0])
+        if not isinstance(first, list) and isinstance(first, BaseModel):
+            return first
+        return self._events(items, stream)
+
+    async def _events(self, first: list[Any], stream: Any) -> AsyncIterator[str]:
+        pending = list(first)
+        done = False
+        while True:
+            for item in pending:
+                event = sse_event(item)
+                done = done or event.strip() == DONE_EVENT.strip()
+                yield event
+            try:
+                batch = await self._next(stream)
+            except StopAsyncIteration:
+                break
+            except APIError as error:  # the response has started: report it in the stream
+                yield f"data: {json.dumps(error.body())}\n\n"
+                break
+            pending = batch if isinstance(batch, list) else [batch]
+        if not done:
+            yield DONE_EVENT
+
+    async def _next(self, stream: Any) -> Any:
+        """The next item, with the idle timeout: a stalled engine never hangs a request."""
+        try:
+            return await asyncio.wait_for(stream.__anext__(), self.timeout_s)
+        except TimeoutError:
+            stream.cancel()
+            raise APIError(504, "timeout_error", f"no answer within {self.timeout_s:g} s") from None

@@ -1,0 +1,83 @@
+"""What the Serve tests share: a small real corpus written as the document pipeline writes a
+snapshot, and HTTP helpers."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from refinery.config import EmbeddingConfig
+from refinery.embedding import load_embedder
+
+APP = "refinery-test"
+MODEL_ID = "tiny-test"
+KEY = "test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+DOCS = [
+    ("paris", "geography", "Paris is the capital and largest city of France."),
+    ("berlin", "geography", "Berlin is the capital of Germany, on the river Spree."),
+    ("nile", "geography", "The Nile is a major river flowing north through Egypt."),
+    ("python", "code", "Python is a programming language that lets you work quickly."),
+    ("rust", "code", "Rust guarantees memory safety without a garbage collector."),
+    ("ray", "code", "Ray scales Python applications from a laptop to a cluster."),
+    ("bread", "food", "Bread is made by baking a dough of flour and water."),
+    ("tea", "food", "Green tea is brewed from unoxidised leaves of the tea plant."),
+]
+
+
+def write_snapshot(root: Path, first_id: int = 100) -> tuple[Path, np.ndarray]:
+    """A snapshot as the document pipeline writes it: Parquet documents, index, manifest."""
+    import vectorindex
+
+    vectors = (
+        load_embedder(EmbeddingConfig())
+        .encode([text for _, _, text in DOCS], normalize_embeddings=True)
+        .astype(np.float32)
+    )
+    ids = np.arange(first_id, first_id + len(DOCS), dtype=np.int64)
+    (root / "documents").mkdir(parents=True)
+    (root / "index").mkdir()
+    table = pa.table(
+        {
+            "id": [name for name, _, _ in DOCS],
+            "index_id": ids,
+            "topic": [topic for _, topic, _ in DOCS],
+            "text": [text for _, _, text in DOCS],
+            "vector": list(vectors),
+        }
+    )
+    pq.write_table(table, root / "documents" / "part-0.parquet")
+    index = vectorindex.IndexFlatIP(vectors.shape[1])
+    index.add_with_ids(vectors, ids)
+    index.save(str(root / "index" / "index.bin"))
+    manifest = {
+        "model": "all-MiniLM-L6-v2",
+        "dimension": int(vectors.shape[1]),
+        "metric": "ip",
+        "count": len(DOCS),
+        "index": str(root / "index" / "index.bin"),
+        "documents": str(root / "documents"),
+    }
+    (root / "index" / "manifest.json").write_text(json.dumps(manifest))
+    return root / "index", vectors
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def post(
+    served: dict[str, Any], path: str, body: Any, headers: dict | None = None
+) -> httpx.Response:
+    return httpx.post(
+        served["url"] + path, json=body, headers=AUTH if headers is None else headers, timeout=60
+    )

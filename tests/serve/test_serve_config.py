@@ -1,0 +1,31 @@
+"""configs/serve.yaml is Ray Serve's own format, and its args are a valid ServeAppConfig."""
+
+from __future__ import annotations
+
+import pytest
+
+from refinery.config import CONFIG_DIR, ConfigError, read_yaml, validate
+from serve.config import ServeAppConfig
+from serve.llm_deployment import placement_bundles
+
+
+def test_shipped_serve_config_validates() -> None:
+    data = read_yaml(str(CONFIG_DIR / "serve.yaml"))
+    [app] = data["applications"]
+    assert app["import_path"] == "serve.app:build"
+    cfg = validate(ServeAppConfig, app["args"], "serve.yaml")
+    assert cfg.llm is not None and cfg.llm.max_model_len == 512 and cfg.index.snapshot
+
+
+def test_misspelt_keys_name_their_path() -> None:
+    with pytest.raises(ConfigError, match=r"llm\.max_tokens"):
+        validate(ServeAppConfig, {"llm": {"max_tokens": 5}}, "args")
+
+
+def test_placement_bundles_follow_the_device() -> None:
+    cpu = ServeAppConfig.model_validate({"llm": {}}).llm
+    assert placement_bundles(cpu) == [{"CPU": 1}]
+    gpu = ServeAppConfig.model_validate(
+        {"llm": {"num_gpus": 1, "tensor_parallel_size": 2, "num_cpus": 2}}
+    ).llm
+    assert placement_bundles(gpu) == [{"CPU": 2, "GPU": 1}, {"GPU": 1}]
