@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=4, help="untimed requests per client")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     parser.add_argument(
-        "--cell-budget", type=float, default=30.0, help="no request starts later in a cell (s)"
+        "--cell-budget", type=float, default=20.0, help="no request starts later in a cell (s)"
     )
     parser.add_argument("--max-batch-size", type=int, default=64, help="batching on")
     parser.add_argument("--batch-wait-s", type=float, default=0.002, help="batching on")

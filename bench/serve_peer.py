@@ -26,6 +26,9 @@ DATA_ENV = "REFINERY_PEER_DATA"
 def create_app() -> FastAPI:
     root = Path(os.environ[DATA_ENV])
     vectors = np.load(root / "vectors.npy")
+    # Concurrency comes from FastAPI's thread pool; OpenMP teams inside each of those threads
+    # would only contend for the same cores.
+    faiss.omp_set_num_threads(1)
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
     # Row i of the documents is vector i (the bench writes index_id = row number).
