@@ -11,7 +11,7 @@ import os
 
 from pydantic import Field
 
-from refinery.config import EmbeddingConfig, LLMConfig, StrictModel
+from refinery.config import EmbeddingConfig, LLMConfig, QdrantConfig, StrictModel
 
 API_KEYS_ENV = "REFINERY_API_KEYS"
 
@@ -83,6 +83,10 @@ class ServeAppConfig(StrictModel):
     embedding_batching: BatchingConfig = Field(default_factory=BatchingConfig)
     llm: ServeLLMConfig | None = Field(None, description="None: no LLM, chat and RAG endpoints")
     rag: RAGConfig = Field(default_factory=RAGConfig)
+    qdrant: QdrantConfig = Field(
+        default_factory=QdrantConfig,
+        description="enabled: /v1/rag retrieves from this Qdrant collection, not the native index",
+    )
     storage_root: str = Field(".refinery", description="where the 'tiny' model is built")
 
     def resolved_api_keys(self) -> frozenset[str]:

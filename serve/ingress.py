@@ -39,6 +39,7 @@ from serve.protocol import (
     UpdateResponse,
     UpsertRequest,
 )
+from serve.qdrant_retriever import QdrantRetriever
 from serve.rag import PromptFitter, cited_sources
 
 app = FastAPI(title="Refinery", docs_url=None, redoc_url=None)
@@ -91,6 +92,7 @@ class Ingress:
         )
         self.llm_path = llm_path
         self._prompt_fitter: PromptFitter | None = None
+        self._qdrant: QdrantRetriever | None = None
         # Model, dimension and metric do not change while a replica lives: ask once.
         self._index_info: dict[str, Any] | None = None
         self._embedder_info: dict[str, Any] | None = None
@@ -242,14 +244,13 @@ class Ingress:
         return forward
 
     async def _rag(self, body: RAGRequest) -> Answer:
-        self._require("index")
         self._require("llm")
         rag = self.cfg.rag
         k = body.k or rag.k
         self._check_k(k)
         self._check_texts([body.question])
         vectors = await self._call(self.embedder.embed.remote([body.question]))
-        [hits] = await self._index_search(vectors, k, body.filter)
+        hits = await self._retrieve(vectors, k, body.filter)
         sources = [
             RAGSource(id=h.payload.get("id", h.id), score=h.score, text=str(h.payload.get("text")))
             for h in hits
@@ -274,6 +275,16 @@ class Ingress:
             answer = result.choices[0].message.content or ""
             return self._rag_response(answer, sources)
         return self._stream(self._rag_events(result, sources))
+
+    async def _retrieve(self, vectors: np.ndarray, k: int, where: dict | None) -> list[Hit]:
+        if not self.cfg.qdrant.enabled:
+            self._require("index")
+            return (await self._index_search(vectors, k, where))[0]
+        if self._qdrant is None:
+            self._qdrant = await asyncio.to_thread(
+                QdrantRetriever, self.cfg.qdrant, self.cfg.storage_root
+            )
+        return await asyncio.to_thread(self._qdrant.search, vectors[0], k, where)
 
     def _rag_response(self, answer: str, sources: list[RAGSource]) -> RAGResponse:
         cited = [sources[i].id for i in cited_sources(answer, len(sources))]

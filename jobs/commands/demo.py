@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from jobs.demo import DEMO_STAGES, DemoContext
+from jobs.demo import DEMO_PORT, DEMO_STAGES, DemoContext
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,6 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--output", default=".refinery/demo", help="where the demo writes its outputs"
     )
     parser.add_argument("--profile", default="local", help="runtime profile (default: local)")
+    parser.add_argument(
+        "--keep-serving", action="store_true", help="leave the Serve app up until Ctrl-C"
+    )
     parser.set_defaults(func=_demo)
 
 
@@ -30,7 +33,11 @@ def _demo(args: argparse.Namespace) -> int:
             for line in stage.run(ctx):
                 print(f"   {line}", flush=True)
             print(f"   ({time.perf_counter() - t0:.1f} s)", flush=True)
+        print("\ndemo finished; outputs under", ctx.output, flush=True)
+        if args.keep_serving:
+            print(f"serving on http://127.0.0.1:{DEMO_PORT}; Ctrl-C stops it", flush=True)
+            while True:
+                time.sleep(3600)
     finally:
         ray.shutdown()  # stops Serve and the local Ray the demo started
-    print("\ndemo finished; outputs under", ctx.output)
     return 0

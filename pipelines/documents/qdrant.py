@@ -1,4 +1,4 @@
-"""Upsert chunks into Qdrant: embedded local mode (a folder) by default, a server by URL."""
+"""Upsert chunks into Qdrant (a server by URL, or embedded local mode: refinery/qdrant.py)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from refinery.config import QdrantConfig
-
 
 def point_id(chunk_id: str) -> str:
     """A UUID derived from the chunk id, so a re-run overwrites points instead of adding."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, chunk_id))
-
-
-def connect(cfg: QdrantConfig, storage_root: str) -> Any:
-    from qdrant_client import QdrantClient
-
-    return QdrantClient(url=cfg.url) if cfg.url else QdrantClient(path=f"{storage_root}/qdrant")
 
 
 def ensure_collection(client: Any, name: str, dim: int) -> None:

@@ -17,6 +17,7 @@ import pyarrow.fs as pafs
 from pipelines.documents import qdrant
 from pipelines.documents.config import WriteConfig
 from pipelines.documents.steps import RunContext
+from refinery.qdrant import connect
 from refinery.storage import resolve, write_text
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ def write_outputs(ds: Dataset, cfg: WriteConfig, ctx: RunContext) -> dict[str, A
         index = IndexWriter(dim) if has_vectors and cfg.index and vectorindex_available() else None
         client = None
         if has_vectors and ctx.runtime.qdrant.enabled:
-            client = qdrant.connect(ctx.runtime.qdrant, ctx.runtime.storage.root)
+            client = connect(ctx.runtime.qdrant, ctx.runtime.storage.root)
             qdrant.ensure_collection(client, ctx.runtime.qdrant.collection, dim)
         fingerprint = Fingerprint()
         upserted = 0
