@@ -67,45 +67,42 @@ def run_doc_steps(table: pa.Table, steps: list[DocStep]) -> pa.Table:
     return _with_seconds(out, read_seconds + seconds)
 
 
-def summarize(table: pa.Table) -> pa.Table:
-    """One row per block: counts by quarantine reason and by (step, rule), summed seconds."""
-    quarantined = Counter(x for x in table["error"].to_pylist() if x is not None)
+def _side_rows(table: pa.Table) -> pa.Table:
+    """Everything but kept documents' content: quarantine and drop rows, and batch timings
+    (one pass, so the driver counts, times and lists them from one small table)."""
+    marked = pc.or_(
+        pc.or_(pc.is_valid(table["error"]), pc.is_valid(table["_drop_step"])),
+        pc.is_valid(table["_seconds"]),
+    )
+    return table.filter(marked).select(["id", "source", *MARKS, "text"])
+
+
+def summarize(side: pa.Table, rows: int) -> dict[str, Any]:
+    """Counts by quarantine reason and by (step, rule), summed seconds per stage."""
+    quarantined = Counter(x for x in side["error"].to_pylist() if x is not None)
     dropped = Counter(
-        f"{step}:{rule}"
+        (step, rule)
         for step, rule in zip(
-            table["_drop_step"].to_pylist(), table["_drop_rule"].to_pylist(), strict=True
+            side["_drop_step"].to_pylist(), side["_drop_rule"].to_pylist(), strict=True
         )
         if rule is not None
     )
     seconds: list[float] = []
-    for row in table["_seconds"].to_pylist():
+    for row in side["_seconds"].to_pylist():
         for i, s in enumerate(row or []):
             seconds.extend([0.0] * (i + 1 - len(seconds)))
             seconds[i] += s
-    summary = {
-        "rows": table.num_rows,
-        "documents": table.num_rows - sum(quarantined.values()),
+    return {
+        "documents": rows - sum(quarantined.values()),
         "quarantined": quarantined,
         "dropped": dropped,
         "seconds": seconds,
     }
-    return pa.table({"summary": [json.dumps(summary)]})
 
 
 def _kept(table: pa.Table) -> pa.Table:
     mask = pc.and_(pc.is_null(table["error"]), pc.is_null(table["_drop_step"]))
     return table.filter(mask).drop_columns(MARKS)
-
-
-def _quarantined(table: pa.Table) -> pa.Table:
-    rows = table.filter(pc.is_valid(table["error"]))
-    return rows.select(["source", "line", "error", "detail", "text"])
-
-
-def _dropped(table: pa.Table) -> pa.Table:
-    return table.filter(pc.is_valid(table["_drop_step"])).select(
-        ["id", "source", "_drop_step", "_drop_rule"]
-    )
 
 
 def read_and_clean(
@@ -119,31 +116,31 @@ def read_and_clean(
             [{"path": f} for f in files],
             override_num_blocks=max(1, -(-len(files) // cfg.files_per_task)),
         )
-        .map_batches(read_timed, fn_kwargs={"cfg": cfg}, batch_size=cfg.files_per_task)
-        .map_batches(run_doc_steps, fn_kwargs={"steps": steps}, batch_format="pyarrow")
+        .map_batches(read_timed, fn_kwargs={"cfg": cfg}, batch_size=None)
+        .map_batches(
+            run_doc_steps, fn_kwargs={"steps": steps}, batch_format="pyarrow", batch_size=None
+        )
         .materialize()
     )
-    totals = _merge(
-        json.loads(r["summary"])
-        for r in marked.map_batches(summarize, batch_format="pyarrow", batch_size=None).iter_rows()
-    )
-    _record(totals, files, steps, ctx)
-    quarantine = marked.map_batches(_quarantined, batch_format="pyarrow").take_all()
+    side = marked.map_batches(_side_rows, batch_format="pyarrow", batch_size=None)
+    side = pa.concat_tables(ray.get(side.to_arrow_refs()))  # one table per block
+    _record(summarize(side, marked.count()), files, steps, ctx)
+    quarantine = side.filter(pc.is_valid(side["error"])).to_pylist()
     write_text(
         f"{ctx.output}/quarantine.jsonl",
         "".join(json.dumps(_quarantine_line(q), ensure_ascii=False) + "\n" for q in quarantine),
     )
-    dropped = marked.map_batches(_dropped, batch_format="pyarrow").take_all()
+    dropped = side.filter(pc.is_valid(side["_drop_step"])).sort_by("id").to_pylist()
     names = [s.name for s in steps]
     write_text(
         f"{ctx.output}/dropped.jsonl",
         "".join(
             json.dumps({"id": d["id"], "source": d["source"], "step": names[d["_drop_step"]],
                         "rule": d["_drop_rule"]}, ensure_ascii=False) + "\n"
-            for d in sorted(dropped, key=lambda d: d["id"])
+            for d in dropped
         ),
     )  # fmt: skip
-    return marked.map_batches(_kept, batch_format="pyarrow").materialize()
+    return marked.map_batches(_kept, batch_format="pyarrow")
 
 
 def _quarantine_line(row: dict[str, Any]) -> dict[str, Any]:
@@ -154,20 +151,6 @@ def _quarantine_line(row: dict[str, Any]) -> dict[str, Any]:
         "detail": row["detail"],
         "raw": row["text"],
     }
-
-
-def _merge(summaries: Any) -> dict[str, Any]:
-    total: dict[str, Any] = {
-        "documents": 0, "quarantined": Counter(), "dropped": Counter(), "seconds": [],
-    }  # fmt: skip
-    for s in summaries:
-        total["documents"] += s["documents"]
-        total["quarantined"].update(s["quarantined"])
-        total["dropped"].update(s["dropped"])
-        for i, sec in enumerate(s["seconds"]):
-            total["seconds"].extend([0.0] * (i + 1 - len(total["seconds"])))
-            total["seconds"][i] += sec
-    return total
 
 
 def _record(
@@ -183,9 +166,8 @@ def _record(
     for k, step in enumerate(steps):
         stat = ctx.stats.step(step.name)
         stat.rows_in += alive
-        for key, n in totals["dropped"].items():
-            index, rule = key.split(":", 1)
-            if int(index) == k:
+        for (index, rule), n in totals["dropped"].items():
+            if index == k:
                 stat.dropped[rule] += n
         alive -= sum(stat.dropped.values())
         stat.rows_out += alive

@@ -1,15 +1,16 @@
-"""Exact and near-duplicate removal on Ray Data.
+"""Exact and near-duplicate removal on Ray.
 
-Both shuffle by a hash key (Ray Data's hash repartition puts every row of one key in one
-block), so each task sees all rows of its keys and no process holds every hash or signature.
-Kept rows are chosen by smallest id, so the result does not depend on block order, worker
-count or retries.
+Both steps shuffle compact key rows (a hash, an id; never the text) with Ray tasks
+(shuffle.py), so each reduce task sees every row of its keys and no process holds every
+hash or signature; only the ids to drop reach the driver. Kept rows are chosen by smallest
+id, so the result does not depend on block order, worker count or retries.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,87 +23,46 @@ from pipelines.documents.minhash import (
     band_keys,
     choose_banding,
     duplicates,
+    jaccard_sorted,
+    shingle_hashes,
     signatures,
 )
+from pipelines.documents.shuffle import hash_shuffle
 from pipelines.documents.steps import DatasetStep, RunContext
-from pipelines.documents.text import content_hash, jaccard, shingles
+from pipelines.documents.text import content_hash
 from refinery.storage import write_text
 
 if TYPE_CHECKING:
     from ray.data import Dataset
 
 
-def first_per_key(table: pa.Table, key: str) -> pa.Table:
-    """Rows with the smallest id of each key value (the whole block is one partition)."""
+def first_per_key(table: pa.Table, key: str) -> pa.Array:
+    """Mask of the rows with the smallest id of their key value."""
     if table.num_rows == 0:
-        return table
-    table = table.sort_by([(key, "ascending"), ("id", "ascending")])
-    keys = table[key].to_numpy(zero_copy_only=False)
+        return pa.array([], pa.bool_())
+    order = pc.sort_indices(table, [(key, "ascending"), ("id", "ascending")])
+    keys = table[key].take(order).to_numpy(zero_copy_only=False)
     first = np.ones(len(keys), dtype=bool)
     first[1:] = keys[1:] != keys[:-1]
-    return table.filter(pa.array(first))
+    mask = np.empty(len(keys), dtype=bool)
+    mask[order.to_numpy()] = first
+    return pa.array(mask)
 
 
-def _add_hash(table: pa.Table) -> pa.Table:
+def _content_keys(table: pa.Table, partitions: int) -> pa.Table:
     hashes = [content_hash(t) for t in table["text"].to_pylist()]
-    return table.append_column("_hash", pa.array(hashes, pa.string()))
+    return pa.table(
+        {
+            "partition": pa.array([int(h[:8], 16) % partitions for h in hashes], pa.int64()),
+            "hash": pa.array(hashes, pa.string()),
+            "id": table["id"],
+        }
+    )
 
 
-def _keep_first(table: pa.Table) -> pa.Table:
-    return first_per_key(table, "_hash").drop_columns(["_hash"])
-
-
-class ExactDedup(DatasetStep):
-    name = "exact_dedup"
-
-    def __init__(self, cfg: ExactDedupConfig) -> None:
-        self.cfg = cfg
-
-    def apply(self, ds: Dataset, ctx: RunContext) -> Dataset:
-        with ctx.stats.timed(self.name) as step:
-            step.rows_in += ds.count()
-            out = (
-                ds.map_batches(_add_hash, batch_format="pyarrow")
-                .repartition(self.cfg.partitions, keys=["_hash"])
-                .map_batches(_keep_first, batch_format="pyarrow", batch_size=None)
-                .materialize()
-            )
-            step.rows_out += out.count()
-            step.dropped["duplicate"] += step.rows_in - step.rows_out
-        return out
-
-
-def _band_rows(table: pa.Table, cfg: MinHashConfig, banding: Banding) -> pa.Table:
-    sigs = signatures(table["text"].to_pylist(), cfg.ngram, cfg.num_perm, cfg.seed)
-    ids, keys = [], []
-    for doc_id, sig in zip(table["id"].to_pylist(), sigs, strict=True):
-        ids.extend([doc_id] * banding.bands)
-        keys.extend(band_keys(sig, banding))
-    return pa.table({"band": pa.array(keys, pa.int64()), "id": pa.array(ids, pa.string())})
-
-
-def _bucket_pairs(table: pa.Table, max_pairs: int) -> pa.Table:
-    """Candidate pairs from each bucket (rows sharing a band key): all pairs in small
-    buckets; a huge bucket links each member to its smallest id, which keeps the same
-    connected component without a quadratic pair list."""
-    left: list[str] = []
-    right: list[str] = []
-    table = table.sort_by([("band", "ascending"), ("id", "ascending")])
-    bands = table["band"].to_numpy()
-    ids = table["id"].to_pylist()
-    starts = np.flatnonzero(np.r_[True, bands[1:] != bands[:-1]])
-    ends = np.r_[starts[1:], len(bands)]
-    for start, end in zip(starts, ends, strict=True):
-        members = sorted(set(ids[start:end]))
-        if len(members) < 2:
-            continue
-        if len(members) * (len(members) - 1) // 2 <= max_pairs:
-            pairs = list(itertools.combinations(members, 2))
-        else:
-            pairs = [(members[0], m) for m in members[1:]]
-        left.extend(a for a, _ in pairs)
-        right.extend(b for _, b in pairs)
-    return pa.table({"a": pa.array(left, pa.string()), "b": pa.array(right, pa.string())})
+def _later_ids(table: pa.Table) -> pa.Table:
+    """Ids that share their hash with a smaller id: the exact duplicates to drop."""
+    return table.filter(pc.invert(first_per_key(table, "hash"))).select(["id"])
 
 
 def _id_mask(table: pa.Table, ids_ref: Any) -> pa.Array:
@@ -113,15 +73,97 @@ def _id_mask(table: pa.Table, ids_ref: Any) -> pa.Array:
     return pc.is_in(table["id"], value_set=pa.array(sorted(ids), pa.string()))
 
 
-def _shingles_of(table: pa.Table, wanted: Any, ngram: int) -> pa.Table:
-    mask = _id_mask(table, wanted)
-    picked = table.filter(mask)
-    sets = [sorted(shingles(t, ngram)) for t in picked["text"].to_pylist()]
-    return pa.table({"id": picked["id"], "shingles": pa.array(sets, pa.list_(pa.binary()))})
+def _drop_ids(table: pa.Table, dropped: Any, columns: list[str]) -> pa.Table:
+    kept = table.filter(pc.invert(_id_mask(table, dropped)))
+    return kept.drop_columns([c for c in columns if c in kept.column_names])
 
 
-def _drop_ids(table: pa.Table, dropped: Any) -> pa.Table:
-    return table.filter(pc.invert(_id_mask(table, dropped)))
+def drop_rows(ds: Dataset, ids: set[str], columns: list[str] | None = None) -> Dataset:
+    """ds without the rows of `ids` (and without helper `columns`); lazy, so it fuses
+    with the next step's map."""
+    import ray
+
+    if not ids and not columns:
+        return ds
+    kwargs = {"dropped": ray.put(ids), "columns": columns or []}
+    return ds.map_batches(_drop_ids, fn_kwargs=kwargs, batch_format="pyarrow")
+
+
+def _column_ids(tables: list[pa.Table], column: str) -> set[str]:
+    return {x for t in tables for x in t[column].to_pylist()}
+
+
+class ExactDedup(DatasetStep):
+    name = "exact_dedup"
+
+    def __init__(self, cfg: ExactDedupConfig) -> None:
+        self.cfg = cfg
+
+    def apply(self, ds: Dataset, ctx: RunContext) -> Dataset:
+        with ctx.stats.timed(self.name) as step:
+            ds = ds.materialize()
+            step.rows_in += ds.count()
+            keys = partial(_content_keys, partitions=self.cfg.partitions)
+            found = hash_shuffle(ds.to_arrow_refs(), keys, _later_ids, self.cfg.partitions)
+            dropped = _column_ids(found, "id")
+            step.rows_out += step.rows_in - len(dropped)
+            step.dropped["duplicate"] += len(dropped)
+        return drop_rows(ds, dropped)
+
+
+def _with_signatures(table: pa.Table, cfg: MinHashConfig, banding: Banding) -> pa.Table:
+    """Adds each document's band keys and shingle hashes (kept for the exact check)."""
+    hashes = shingle_hashes(table["text"].to_pylist(), cfg.ngram)
+    keys = band_keys(signatures(hashes, cfg.num_perm, cfg.seed), banding)
+    bands = pa.FixedSizeListArray.from_arrays(pa.array(keys.reshape(-1)), banding.bands)
+    offsets = np.concatenate([[0], np.cumsum([len(h) for h in hashes])]).astype(np.int32)
+    flat = np.concatenate(hashes) if hashes else np.empty(0, np.uint64)
+    shingles = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
+    return table.append_column("_bands", bands).append_column("_shingles", shingles)
+
+
+def _band_rows(table: pa.Table, partitions: int) -> pa.Table:
+    """One row per document and band: (band key, id), partitioned by key."""
+    bands = table["_bands"].combine_chunks()
+    width = bands.type.list_size
+    keys = bands.flatten().to_numpy()
+    docs = np.repeat(np.arange(table.num_rows), width)
+    return pa.table(
+        {
+            "partition": pa.array((keys % np.uint64(partitions)).astype(np.int64)),
+            "band": pa.array(keys),
+            "id": table["id"].take(pa.array(docs, pa.int64())),
+        }
+    )
+
+
+def _bucket_pairs(table: pa.Table, max_pairs: int) -> pa.Table:
+    """Candidate pairs from each bucket (rows sharing a band key): all pairs in small
+    buckets; a huge bucket links each member to its smallest id, which keeps the same
+    connected component without a quadratic pair list."""
+    table = table.sort_by([("band", "ascending"), ("id", "ascending")])
+    bands = table["band"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, bands[1:] != bands[:-1]])
+    ends = np.r_[starts[1:], len(bands)]
+    shared = ends - starts > 1  # most buckets hold one document: never visited in Python
+    ids = table["id"].to_pylist()
+    pairs: set[tuple[str, str]] = set()
+    for start, end in zip(starts[shared], ends[shared], strict=True):
+        members = sorted(set(ids[start:end]))
+        if len(members) * (len(members) - 1) // 2 <= max_pairs:
+            pairs.update(itertools.combinations(members, 2))
+        else:
+            pairs.update((members[0], m) for m in members[1:])
+    left, right = zip(*sorted(pairs), strict=True) if pairs else ((), ())
+    return pa.table({"a": pa.array(left, pa.string()), "b": pa.array(right, pa.string())})
+
+
+def _pairs(table: pa.Table) -> list[tuple[str, str]]:
+    return list(zip(table["a"].to_pylist(), table["b"].to_pylist(), strict=True))
+
+
+def _shingles_of(table: pa.Table, wanted: Any) -> pa.Table:
+    return table.filter(_id_mask(table, wanted)).select(["id", "_shingles"])
 
 
 def _cluster_lines(clusters: dict[str, list[str]], pairs: set[tuple[str, str]]) -> str:
@@ -149,48 +191,36 @@ class MinHashDedup(DatasetStep):
 
     def candidate_pairs(self, ds: Dataset) -> set[tuple[str, str]]:
         """Pairs sharing a band; only the pairs (not signatures) reach the driver."""
-        pairs = (
-            ds.map_batches(
-                _band_rows,
-                fn_kwargs={"cfg": self.cfg, "banding": self.banding},
-                batch_format="pyarrow",
-            )
-            .repartition(self.cfg.partitions, keys=["band"])
-            .map_batches(
-                _bucket_pairs,
-                fn_kwargs={"max_pairs": self.cfg.max_bucket_pairs},
-                batch_format="pyarrow",
-                batch_size=None,
-            )
-        )
-        return {(row["a"], row["b"]) for row in pairs.iter_rows()}
+        keys = partial(_band_rows, partitions=self.cfg.partitions)
+        reduce = partial(_bucket_pairs, max_pairs=self.cfg.max_bucket_pairs)
+        found = hash_shuffle(ds.to_arrow_refs(), keys, reduce, self.cfg.partitions)
+        return {pair for t in found for pair in _pairs(t)}
 
     def verify(self, ds: Dataset, pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
         """Pairs whose exact Jaccard reaches the threshold; shingles of candidates only."""
         import ray
 
         wanted = ray.put({x for pair in pairs for x in pair})
-        found = ds.map_batches(
-            _shingles_of,
-            fn_kwargs={"wanted": wanted, "ngram": self.cfg.ngram},
-            batch_format="pyarrow",
-        )
-        sets = {row["id"]: set(row["shingles"]) for row in found.iter_rows()}
-        return {(a, b) for a, b in pairs if jaccard(sets[a], sets[b]) >= self.cfg.threshold}
+        found = ds.map_batches(_shingles_of, fn_kwargs={"wanted": wanted}, batch_format="pyarrow")
+        sets = {}
+        for batch in found.iter_batches(batch_format="pyarrow", batch_size=None):
+            for doc_id, hashes in zip(batch["id"].to_pylist(), batch["_shingles"], strict=True):
+                sets[doc_id] = hashes.values.to_numpy()
+        threshold = self.cfg.threshold
+        return {(a, b) for a, b in pairs if jaccard_sorted(sets[a], sets[b]) >= threshold}
 
     def apply(self, ds: Dataset, ctx: RunContext) -> Dataset:
-        import ray
-
         with ctx.stats.timed(self.name) as step:
+            ds = ds.map_batches(
+                _with_signatures,
+                fn_kwargs={"cfg": self.cfg, "banding": self.banding},
+                batch_format="pyarrow",
+            ).materialize()
             step.rows_in += ds.count()
             pairs = self.candidate_pairs(ds)
             confirmed = self.verify(ds, pairs) if self.cfg.verify and pairs else pairs
             dropped, clusters = duplicates(confirmed)
-            out = ds
-            if dropped:
-                out = ds.map_batches(
-                    _drop_ids, fn_kwargs={"dropped": ray.put(dropped)}, batch_format="pyarrow"
-                ).materialize()
+            out = drop_rows(ds, dropped, ["_bands", "_shingles"]).materialize()
             step.rows_out += out.count()
             step.dropped["near_duplicate"] += len(dropped)
         write_text(f"{ctx.output}/near_duplicates.jsonl", _cluster_lines(clusters, confirmed))

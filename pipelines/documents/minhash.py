@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from datasketch import MinHash
 
-from pipelines.documents.text import shingles
+from pipelines.documents.text import dedup_tokens
 
 
 def p_candidate(s: float, bands: int, rows: int) -> float:
@@ -54,20 +54,71 @@ def choose_banding(threshold: float, num_perm: int, min_recall: float = 0.9) -> 
     return best
 
 
-def signatures(texts: list[str], ngram: int, num_perm: int, seed: int) -> np.ndarray:
-    """MinHash signatures, one row per text (uint32 [n, num_perm])."""
-    sets = [sorted(shingles(t, ngram)) for t in texts]
-    hashes = MinHash.bulk(sets, num_perm=num_perm, seed=seed)
-    return np.stack([h.hashvalues for h in hashes]) if hashes else np.empty((0, num_perm))
+def shingle_hashes(texts: list[str], n: int) -> list[np.ndarray]:
+    """Per text: the sorted distinct 64-bit hashes of its word n-grams (the n-grams of
+    text.shingles). Each distinct token of the batch is hashed once; an n-gram's hash is a
+    polynomial of its tokens' hashes computed in numpy, so no n-gram string is ever built,
+    which is most of the per-document cost of shingling in Python."""
+    cache: dict[str, int] = {}
+    out = []
+    for text in texts:
+        tokens = dedup_tokens(text)
+        cache.update((t, _token_hash(t)) for t in set(tokens).difference(cache))
+        hashes = np.fromiter(map(cache.__getitem__, tokens), np.uint64, len(tokens))
+        out.append(np.unique(_ngram_hashes(hashes, n)))
+    return out
 
 
-def band_keys(signature: np.ndarray, banding: Banding) -> list[int]:
-    """One 63-bit key per band: band number and the band's hash values, hashed together."""
-    keys = []
-    for band in range(banding.bands):
-        part = signature[band * banding.rows : (band + 1) * banding.rows]
-        digest = hashlib.blake2b(band.to_bytes(4, "little") + part.tobytes(), digest_size=8)
-        keys.append(int.from_bytes(digest.digest(), "little") >> 1)
+def _token_hash(token: str) -> int:
+    return int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "little")
+
+
+# Odd 64-bit multiplier (golden ratio) for polynomial hashes; numpy wraps modulo 2^64.
+_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _ngram_hashes(tokens: np.ndarray, n: int) -> np.ndarray:
+    """Hash of every run of n token hashes; a text shorter than n tokens is one n-gram."""
+    n = min(n, len(tokens))
+    count = len(tokens) - n + 1
+    hashes = np.zeros(count, dtype=np.uint64)
+    for i in range(n):
+        hashes = hashes * _MULTIPLIER + tokens[i : i + count]
+    return hashes
+
+
+def jaccard_sorted(a: np.ndarray, b: np.ndarray) -> float:
+    """Jaccard similarity of two sorted distinct hash arrays."""
+    common = np.intersect1d(a, b, assume_unique=True).size
+    union = a.size + b.size - common
+    return common / union if union else 1.0
+
+
+def signatures(hashes: list[np.ndarray], num_perm: int, seed: int) -> np.ndarray:
+    """MinHash signatures of shingle-hash arrays, one row per document (uint32 [n, num_perm])."""
+    # The shingles are hashed already: datasketch only permutes them and takes the minima
+    # (its affine32 scheme reads 32-bit hashes: the low half).
+    low = [(h & 0xFFFFFFFF).astype(np.uint32) for h in hashes]
+    minhashes = MinHash.bulk(low, num_perm=num_perm, seed=seed, hashfunc=_prehashed)
+    if not minhashes:
+        return np.empty((0, num_perm), dtype=np.uint32)
+    return np.stack([m.hashvalues for m in minhashes])
+
+
+def _prehashed(value: np.uint32) -> np.uint32:
+    return value
+
+
+def band_keys(sigs: np.ndarray, banding: Banding) -> np.ndarray:
+    """One 64-bit key per document and band (uint64 [n, bands]): the band number and the
+    band's rows, hashed together so equal bands of different band numbers never meet. A
+    false collision only adds a candidate pair, which the exact check removes."""
+    n = len(sigs)
+    rows = sigs[:, : banding.bands * banding.rows].astype(np.uint64)
+    rows = rows.reshape(n, banding.bands, banding.rows)
+    keys = np.tile(np.arange(banding.bands, dtype=np.uint64), (n, 1))
+    for r in range(banding.rows):
+        keys = keys * _MULTIPLIER + rows[:, :, r]
     return keys
 
 

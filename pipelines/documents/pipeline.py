@@ -59,7 +59,9 @@ def run_pipeline(source: str, read: ReadConfig, steps: Sequence[Step], ctx: RunC
     """Read `source` and run the steps; the result is materialised."""
     doc_steps, dataset_steps = split_steps(steps)
     files = list_files(source)
+    if not files:
+        raise FileNotFoundError(f"input {source!r}: no files")
     ds = read_and_clean(files, read, doc_steps, ctx)
     for step in dataset_steps:
         ds = step.apply(ds, ctx)
-    return ds
+    return ds.materialize()
