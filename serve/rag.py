@@ -2,14 +2,15 @@
 model's context, and the source ids an answer cites.
 
 Sources are cut by the LLM's own tokenizer, so a prompt never exceeds max_model_len whatever
-the corpus (chunks of 512 tokens meet models with small contexts); the best-ranked sources
-keep the most room.
+the corpus (chunks of 512 tokens meet models with small contexts): each retrieved source gets
+an even share of the room, and the lowest-ranked are left out when shares grow too small.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from itertools import accumulate
 from typing import Any
 
 from serve.errors import bad_request
@@ -53,7 +54,7 @@ class PromptFitter:
     def fit(
         self, system_prompt: str, question: str, texts: Sequence[str], max_tokens: int
     ) -> tuple[list[dict], int]:
-        """Messages and how many sources they hold (the best-ranked first, cut to fit)."""
+        """Messages and how many sources they hold (the best-ranked ones, each cut to fit)."""
         limit = self.max_model_len - max_tokens - SAFETY_TOKENS
         base = self.count(rag_messages(system_prompt, question, []))
         if base > limit:
@@ -61,16 +62,28 @@ class PromptFitter:
                 f"the question takes {base} prompt tokens with the instructions; the model's "
                 f"context of {self.max_model_len} leaves {limit} with max_tokens={max_tokens}"
             )
-        budget = limit - base
-        kept: list[str] = []
-        for text in texts:
-            room = budget - self._overhead(len(kept) + 1)
-            if room < MIN_SOURCE_TOKENS:
-                break
-            ids = self.tokenizer.encode(text, add_special_tokens=False)[:room]
-            kept.append(self.tokenizer.decode(ids))
-            budget -= len(ids) + self._overhead(len(kept))
+        encoded = [self.tokenizer.encode(t, add_special_tokens=False) for t in texts]
+        shares = self._shares(limit - base, [len(ids) for ids in encoded])
+        # zip stops at the shares: the lowest-ranked sources without one are left out.
+        kept = [self.tokenizer.decode(ids[:n]) for ids, n in zip(encoded, shares, strict=False)]
         return self._trim_to(limit, system_prompt, question, kept)
+
+    def _shares(self, budget: int, lengths: list[int]) -> list[int]:
+        """Tokens per source: an even share each, what short sources leave spread over the
+        longer ones; the lowest-ranked go first when a share would fall below the minimum."""
+        most = min(len(lengths), budget // MIN_SOURCE_TOKENS)
+        overheads = list(accumulate(self._overhead(n) for n in range(1, most + 1)))
+        for count in range(most, 0, -1):
+            available = budget - overheads[count - 1]
+            shares = [0] * count
+            remaining = count
+            for i in sorted(range(count), key=lambda i: lengths[i]):
+                shares[i] = min(lengths[i], available // remaining)
+                available -= shares[i]
+                remaining -= 1
+            if min(shares) >= min(MIN_SOURCE_TOKENS, min(lengths[:count])):
+                return shares
+        return []
 
     def _overhead(self, n: int) -> int:
         return len(self.tokenizer.encode(f"\n[{n}] ", add_special_tokens=False))

@@ -19,13 +19,27 @@ def fitter(tiny_llm_dir: Path) -> PromptFitter:
     return PromptFitter(AutoTokenizer.from_pretrained(tiny_llm_dir), max_model_len=256)
 
 
-def test_long_sources_are_cut_to_fit_the_context(fitter: PromptFitter) -> None:
+def sources_in(messages: list[dict]) -> list[str]:
+    return re.findall(r"^\[\d+\] (.*)$", messages[1]["content"], flags=re.MULTILINE)
+
+
+def test_long_sources_share_the_context_evenly(fitter: PromptFitter) -> None:
     sources = [f"source {n} " + "lorem ipsum dolor sit amet " * 200 for n in range(5)]
     messages, used = fitter.fit(SYSTEM, "What is lorem ipsum?", sources, max_tokens=64)
     assert fitter.count(messages) <= 256 - 64
-    assert 1 <= used < len(sources)
-    assert "[1] source 0 lorem" in messages[1]["content"]
-    assert f"[{used + 1}]" not in messages[1]["content"]
+    kept = sources_in(messages)
+    assert used == len(kept) >= 2
+    assert [text.split(" lorem")[0] for text in kept] == [f"source {n}" for n in range(used)]
+    lengths = [len(fitter.tokenizer.encode(t, add_special_tokens=False)) for t in kept]
+    assert max(lengths) - min(lengths) <= 3
+
+
+def test_short_sources_leave_their_room_to_long_ones(fitter: PromptFitter) -> None:
+    sources = ["Paris is in France.", "lorem ipsum dolor sit amet " * 200]
+    messages, used = fitter.fit(SYSTEM, "Where is Paris?", sources, max_tokens=64)
+    short, long = sources_in(messages)
+    assert used == 2 and short == sources[0]
+    assert fitter.count(messages) > 256 - 64 - 16  # the long one took what was left
 
 
 def test_short_sources_are_kept_whole(fitter: PromptFitter) -> None:
@@ -42,7 +56,7 @@ def test_a_question_that_cannot_fit_is_a_client_error(fitter: PromptFitter) -> N
 
 def test_no_source_is_cut_below_the_minimum(fitter: PromptFitter) -> None:
     messages, used = fitter.fit(SYSTEM, "q", ["alpha beta gamma delta " * 100] * 20, max_tokens=64)
-    kept = re.findall(r"^\[\d+\] (.*)$", messages[1]["content"], flags=re.MULTILINE)
+    kept = sources_in(messages)
     assert len(kept) == used >= 1
     lengths = [len(fitter.tokenizer.encode(t, add_special_tokens=False)) for t in kept]
     assert min(lengths) >= MIN_SOURCE_TOKENS
