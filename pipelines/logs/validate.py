@@ -23,7 +23,7 @@ class BadLine(ValueError):
 def check_line(raw: bytes) -> dict[str, Any]:
     """One line -> a record with known fields coerced to their types, or BadLine."""
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte order mark is not part of the line
     except UnicodeDecodeError as error:
         raise BadLine("invalid_utf8", str(error)) from None
     try:
@@ -56,6 +56,8 @@ def _number(name: str, value: Any, integral: bool) -> float | int | None:
     if integral:
         if isinstance(value, float) and not value.is_integer():
             raise _wrong_type(name, "an integer", value)
+        if not -(2**63) <= value < 2**63:  # would fail the whole chunk's int64 column
+            raise _wrong_type(name, "a 64-bit integer", value)
         return int(value)
     return float(value)
 

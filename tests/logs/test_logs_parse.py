@@ -9,9 +9,10 @@ import pyarrow as pa
 import pytest
 
 from pipelines.logs import LogStore
-from pipelines.logs import parse as parse_module
 from pipelines.logs.generate import quirky_lines
 from pipelines.logs.parse import parse_buffer
+from pipelines.logs.tables import normalize, records_to_table
+from pipelines.logs.validate import check_line
 
 GOOD = {
     "ts": "2024-01-01T12:00:00Z",
@@ -71,13 +72,10 @@ def test_bad_lines_are_quarantined_with_line_numbers(tmp_path: Path) -> None:
     assert "latency_ms" in by_line[5].detail
 
 
-def test_line_numbers_survive_chunks_and_sub_blocks(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_line_numbers_survive_chunks(tmp_path: Path) -> None:
     lines = [text for text, _ in LINES] * 40
     path = write(tmp_path / "many.jsonl", lines, newline="\r\n")
     whole = LogStore.from_jsonl(path, engine="arrow")
-    monkeypatch.setattr(parse_module, "SUB_BLOCK_BYTES", 300)
     chunked = LogStore.from_jsonl(path, engine="arrow", chunk_bytes=777)
     expected = expected_quarantine(LINES * 40)
     assert [(q.line, q.reason) for q in whole.quarantine] == expected
@@ -136,3 +134,83 @@ def test_sources(tmp_path: Path) -> None:
     assert LogStore.from_jsonl(f"file://{tmp_path}/a.jsonl", engine="arrow").scan.rows == 1
     with pytest.raises(FileNotFoundError, match="missing"):
         LogStore.from_jsonl(tmp_path / "missing.jsonl")
+
+
+# Lines the compiled scan may take or leave to the validator: either way the row must be
+# what the validator (json.loads + type checks) makes of the line.
+EDGE_LINES = [
+    good(latency_ms=1e3),
+    good(latency_ms=-0.0),
+    good(latency_ms=12.345678901234567),  # more digits than the scan's exact path
+    good(latency_ms=2.5e-7),
+    good(tokens_input=-12),
+    good(model='a "quoted" \\ name'),  # escapes in a known string
+    good(model="modèle ü ユーザー"),
+    good(ts="2024-02-29T23:59:59.1+05:30"),
+    good(ts="2024-01-01 12:00:00"),
+    good(ts="2024-01-01T12:00Z"),  # a form the scan leaves to fromisoformat
+    good(ts="2024-01-01T12:00:00.1234567Z"),
+    good(ts=None, model=None),
+    good(user=None, flag=True, n=-3.5, note="tab\there"),
+    good(meta={"k": [1, {"x": None}]}),  # nested extra
+    '{"model": "gpt-4.1", "model": "o3"}',  # a key twice: the last wins
+    "{}",
+]
+
+
+@pytest.mark.parametrize("line", EDGE_LINES)
+def test_scan_agrees_with_the_validator(line: str) -> None:
+    parsed = parse_buffer(line.encode() + b"\n", "f.jsonl")
+    assert parsed.quarantined == []
+    expected = records_to_table([check_line(line.encode())])
+    assert normalize(parsed.table).to_pylist() == normalize(expected).to_pylist()
+
+
+BAD_LINES = [
+    (good()[:-1], "invalid_json"),  # no closing brace
+    (good() + "x", "invalid_json"),
+    (good(route=["chat"]), "wrong_type"),
+    (good(tokens_output="12"), "wrong_type"),
+    (good(status=True), "wrong_type"),
+    (good(tokens_input=123456789012345678901), "wrong_type"),  # past int64
+    (good(ts="2024-13-01T00:00:00Z"), "bad_timestamp"),
+    (good(ts="2024-02-30T00:00:00Z"), "bad_timestamp"),
+    ('{"model": "a\x01b"}', "invalid_json"),  # a raw control character
+    ('{"model": "\\x"}', "invalid_json"),  # a bad escape
+    ('{"latency_ms": 01}', "invalid_json"),
+    ('{"latency_ms": 1.}', "invalid_json"),
+    ('{"a": tru}', "invalid_json"),
+    ('{"a" 1}', "invalid_json"),
+    ("{,}", "invalid_json"),
+]
+
+
+@pytest.mark.parametrize(("line", "reason"), BAD_LINES)
+def test_scan_sends_bad_lines_to_quarantine(line: str, reason: str) -> None:
+    data = (good() + "\n" + line + "\n" + good()).encode()
+    parsed = parse_buffer(data, "f.jsonl")
+    assert [(q.line, q.reason, q.raw) for q in parsed.quarantined] == [(2, reason, line)]
+    assert parsed.table.num_rows == 2
+
+
+def test_bad_lines_at_chunk_edges_and_encodings(tmp_path: Path) -> None:
+    """A bad line first and last in every chunk, CRLF endings, a byte order mark, invalid
+    UTF-8 and a truncated last line: every good row kept, every bad line numbered."""
+    lines = [b"\xef\xbb\xbf" + good().encode()]  # BOM at the start of the file
+    expected = []
+    for n in range(2, 200):
+        if n % 10 in (0, 1):
+            lines.append(b"oops" if n % 20 else b'{"model": "\xff\xfe"}')
+            expected.append((n, "invalid_json" if n % 20 else "invalid_utf8"))
+        else:
+            lines.append(good(tokens_input=n).encode())
+    lines.append(good().encode()[:30])  # truncated, no newline at the end
+    expected.append((len(lines), "invalid_json"))
+    path = tmp_path / "edges.jsonl"
+    path.write_bytes(b"\r\n".join(lines))
+    width = len(lines[5]) + 2
+    for chunk_bytes in (10 * width, 10 * width + 7, 1 << 20):
+        store = LogStore.from_jsonl(path, engine="arrow", chunk_bytes=chunk_bytes)
+        assert [(q.line, q.reason) for q in store.quarantine] == expected
+        assert store.scan.rows == len(lines) - len(expected)
+        assert all("\r" not in q.raw for q in store.quarantine)
