@@ -3,7 +3,7 @@
 answers JSON (or SSE) with the serving version in X-Refinery-Version.
 
 The OpenAI endpoints forward to the LLMDeployment (serve/openai_api.py); /v1/rag chains the
-embedder, the index and the LLM with a prompt cut to the model's context (serve/rag.py)."""
+embedder, the index and the LLM with a prompt cut to the model's context (serve/rag_service.py)."""
 
 from __future__ import annotations
 
@@ -25,22 +25,19 @@ from serve.config import ServeAppConfig
 from serve.errors import APIError, bad_request, from_validation
 from serve.guard import RateLimiter, authenticate, check_body_size
 from serve.metrics import RequestMetrics
-from serve.openai_api import DONE_EVENT, OpenAIForwarder
+from serve.openai_api import OpenAIForwarder
 from serve.protocol import (
     DeleteRequest,
     EmbedRequest,
     EmbedResponse,
     Hit,
     RAGRequest,
-    RAGResponse,
-    RAGSource,
     SearchRequest,
     SearchResponse,
     UpdateResponse,
     UpsertRequest,
 )
-from serve.qdrant_retriever import QdrantRetriever
-from serve.rag import PromptFitter, cited_sources
+from serve.rag_service import RAGService
 
 app = FastAPI(title="Refinery", docs_url=None, redoc_url=None)
 RequestT = TypeVar("RequestT", bound=BaseModel)
@@ -62,10 +59,6 @@ def _parse(raw: bytes, model: type[RequestT]) -> RequestT:
         return model.model_validate(data)
     except ValidationError as error:
         raise from_validation(error) from None
-
-
-def _event(data: dict[str, Any]) -> str:
-    return f"data: {json.dumps(data)}\n\n"
 
 
 # Each request holds a slot while it waits on the index: Serve's default of 5 would cap the
@@ -90,9 +83,11 @@ class Ingress:
         self.openai = (
             OpenAIForwarder(llm, self.cfg.llm.model_id, self.cfg.limits.timeout_s) if llm else None
         )
-        self.llm_path = llm_path
-        self._prompt_fitter: PromptFitter | None = None
-        self._qdrant: QdrantRetriever | None = None
+        self.rag_service = (
+            RAGService(self.cfg, self.openai, llm_path, self._embed_texts, self._index_search)
+            if llm
+            else None
+        )
         # Model, dimension and metric do not change while a replica lives: ask once.
         self._index_info: dict[str, Any] | None = None
         self._embedder_info: dict[str, Any] | None = None
@@ -160,7 +155,7 @@ class Ingress:
 
     async def _embed(self, body: EmbedRequest) -> EmbedResponse:
         self._check_texts(body.texts)
-        vectors = await self._call(self.embedder.embed.remote(body.texts))
+        vectors = await self._embed_texts(body.texts)
         info = await self._embedder_describe()
         return EmbedResponse(vectors=vectors.tolist(), model=info["model"], dim=info["dim"])
 
@@ -170,10 +165,13 @@ class Ingress:
         self._check_items(body.size, "queries")
         if body.texts is not None:
             self._check_texts(body.texts)
-            vectors = await self._call(self.embedder.embed.remote(body.texts))
+            vectors = await self._embed_texts(body.texts)
         else:
             vectors = self._check_vectors(body.vectors, (await self._index_describe())["dimension"])
         return SearchResponse(results=await self._index_search(vectors, body.k, body.filter))
+
+    async def _embed_texts(self, texts: list[str]) -> np.ndarray:
+        return await self._call(self.embedder.embed.remote(texts))
 
     async def _index_search(
         self, vectors: np.ndarray, k: int, payload_filter: dict | None
@@ -218,7 +216,7 @@ class Ingress:
         if to_embed:
             texts = [body.items[i].text for i in to_embed]
             self._check_texts(texts)
-            embedded = await self._call(self.embedder.embed.remote(texts))
+            embedded = await self._embed_texts(texts)
             for i, vector in zip(to_embed, embedded, strict=True):
                 rows[i] = vector.tolist()
         return self._check_vectors(rows, dimension, name="items[].vector")
@@ -245,78 +243,12 @@ class Ingress:
 
     async def _rag(self, body: RAGRequest) -> Answer:
         self._require("llm")
-        rag = self.cfg.rag
-        k = body.k or rag.k
-        self._check_k(k)
-        self._check_texts([body.question])
-        vectors = await self._call(self.embedder.embed.remote([body.question]))
-        hits = await self._retrieve(vectors, k, body.filter)
-        sources = [
-            RAGSource(id=h.payload.get("id", h.id), score=h.score, text=str(h.payload.get("text")))
-            for h in hits
-        ]
-        max_tokens = body.max_tokens or rag.max_tokens
-        fitter = await self._fitter()
-        messages, used = await asyncio.to_thread(
-            fitter.fit, rag.system_prompt, body.question, [s.text for s in sources], max_tokens
-        )
-        sources = sources[:used]
-        from ray.serve.llm.openai_api_models import ChatCompletionRequest
-
-        request = ChatCompletionRequest(
-            model=self.cfg.llm.model_id,
-            messages=messages,
-            max_tokens=max_tokens,
-            temperature=rag.temperature if body.temperature is None else body.temperature,
-            stream=body.stream,
-        )
-        result = await self.openai.call("chat", request)
-        if isinstance(result, BaseModel):
-            answer = result.choices[0].message.content or ""
-            return self._rag_response(answer, sources)
-        return self._stream(self._rag_events(result, sources))
-
-    async def _retrieve(self, vectors: np.ndarray, k: int, where: dict | None) -> list[Hit]:
         if not self.cfg.qdrant.enabled:
             self._require("index")
-            return (await self._index_search(vectors, k, where))[0]
-        if self._qdrant is None:
-            self._qdrant = await asyncio.to_thread(
-                QdrantRetriever, self.cfg.qdrant, self.cfg.storage_root
-            )
-        return await asyncio.to_thread(self._qdrant.search, vectors[0], k, where)
-
-    def _rag_response(self, answer: str, sources: list[RAGSource]) -> RAGResponse:
-        cited = [sources[i].id for i in cited_sources(answer, len(sources))]
-        return RAGResponse(answer=answer, sources=sources, cited=cited, model=self.cfg.llm.model_id)
-
-    async def _rag_events(self, chat_events: Any, sources: list[RAGSource]) -> Any:
-        """SSE: the sources first, then answer deltas, then the whole answer with its citations."""
-        yield _event({"sources": [s.model_dump() for s in sources]})
-        answer = []
-        async for event in chat_events:
-            payload = event.removeprefix("data: ").strip()
-            if not payload or payload == "[DONE]":
-                continue
-            chunk = json.loads(payload)
-            if "error" in chunk:
-                yield event
-                continue
-            for choice in chunk.get("choices", []):
-                delta = (choice.get("delta") or {}).get("content")
-                if delta:
-                    answer.append(delta)
-                    yield _event({"delta": delta})
-        yield _event(self._rag_response("".join(answer), sources).model_dump(mode="json"))
-        yield DONE_EVENT
-
-    async def _fitter(self) -> PromptFitter:
-        if self._prompt_fitter is None:
-            from transformers import AutoTokenizer
-
-            tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, self.llm_path)
-            self._prompt_fitter = PromptFitter(tokenizer, self.cfg.llm.max_model_len)
-        return self._prompt_fitter
+        self._check_k(body.k or self.cfg.rag.k)
+        self._check_texts([body.question])
+        result = await self.rag_service.answer(body)
+        return result if isinstance(result, BaseModel) else self._stream(result)
 
     def _require(self, part: str) -> None:
         if getattr(self, part) is None:

@@ -1,0 +1,117 @@
+"""The /v1/rag flow, apart from HTTP: embed the question -> retrieve (the native index, or Qdrant
+when configured) -> a prompt with numbered sources cut to the model's context -> the LLM ->
+the answer with the source ids it cites, whole or as SSE events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import numpy as np
+
+from serve.config import ServeAppConfig
+from serve.openai_api import DONE_EVENT, OpenAIForwarder
+from serve.protocol import Hit, PayloadFilter, RAGRequest, RAGResponse, RAGSource
+from serve.qdrant_retriever import QdrantRetriever
+from serve.rag import PromptFitter, cited_sources
+
+Embed = Callable[[list[str]], Awaitable[np.ndarray]]
+IndexSearch = Callable[[np.ndarray, int, PayloadFilter | None], Awaitable[list[list[Hit]]]]
+
+
+def sse(data: dict[str, Any]) -> str:
+    return f"data: {json.dumps(data)}\n\n"
+
+
+class RAGService:
+    def __init__(
+        self,
+        cfg: ServeAppConfig,
+        llm: OpenAIForwarder,
+        llm_path: str,
+        embed: Embed,
+        index_search: IndexSearch,
+    ) -> None:
+        self.cfg = cfg
+        self.llm = llm
+        self.llm_path = llm_path
+        self.embed = embed
+        self.index_search = index_search
+        # Loaded on first use: a tokenizer and a Qdrant connection are not free to open.
+        self._fitter: PromptFitter | None = None
+        self._qdrant: QdrantRetriever | None = None
+
+    async def answer(self, body: RAGRequest) -> RAGResponse | AsyncIterator[str]:
+        rag = self.cfg.rag
+        vectors = await self.embed([body.question])
+        hits = await self.retrieve(vectors, body.k or rag.k, body.filter)
+        sources = [
+            RAGSource(id=h.payload.get("id", h.id), score=h.score, text=str(h.payload.get("text")))
+            for h in hits
+        ]
+        max_tokens = body.max_tokens or rag.max_tokens
+        fitter = await self.fitter()
+        messages, used = await asyncio.to_thread(
+            fitter.fit, rag.system_prompt, body.question, [s.text for s in sources], max_tokens
+        )
+        sources = sources[:used]
+        from ray.serve.llm.openai_api_models import ChatCompletionRequest
+
+        request = ChatCompletionRequest(
+            model=self.cfg.llm.model_id,
+            messages=messages,
+            max_tokens=max_tokens,
+            temperature=rag.temperature if body.temperature is None else body.temperature,
+            stream=body.stream,
+        )
+        result = await self.llm.call("chat", request)
+        if isinstance(result, AsyncIterator):
+            return self.events(result, sources)
+        return self.response(result.choices[0].message.content or "", sources)
+
+    async def retrieve(
+        self, vectors: np.ndarray, k: int, payload_filter: PayloadFilter | None
+    ) -> list[Hit]:
+        if not self.cfg.qdrant.enabled:
+            return (await self.index_search(vectors, k, payload_filter))[0]
+        if self._qdrant is None:
+            self._qdrant = await asyncio.to_thread(
+                QdrantRetriever, self.cfg.qdrant, self.cfg.storage_root
+            )
+        return await asyncio.to_thread(self._qdrant.search, vectors[0], k, payload_filter)
+
+    def response(self, answer: str, sources: list[RAGSource]) -> RAGResponse:
+        cited = [sources[i].id for i in cited_sources(answer, len(sources))]
+        return RAGResponse(answer=answer, sources=sources, cited=cited, model=self.cfg.llm.model_id)
+
+    async def events(
+        self, chat_events: AsyncIterator[str], sources: list[RAGSource]
+    ) -> AsyncIterator[str]:
+        """The sources first, then answer deltas, then the whole answer with its citations."""
+        yield sse({"sources": [s.model_dump() for s in sources]})
+        answer = []
+        async for event in chat_events:
+            payload = event.removeprefix("data: ").strip()
+            if not payload or payload == "[DONE]":
+                continue
+            chunk = json.loads(payload)
+            if "error" in chunk:
+                yield event
+                continue
+            for choice in chunk.get("choices", []):
+                delta = (choice.get("delta") or {}).get("content")
+                if delta:
+                    answer.append(delta)
+                    yield sse({"delta": delta})
+        yield sse(self.response("".join(answer), sources).model_dump(mode="json"))
+        yield DONE_EVENT
+
+    async def fitter(self) -> PromptFitter:
+        if self._fitter is None:
+            from transformers import AutoTokenizer
+
+            tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, self.llm_path)
+            self._fitter = PromptFitter(tokenizer, self.cfg.llm.max_model_len)
+        return self._fitter
