@@ -67,22 +67,28 @@ class OpenAIForwarder:
 
     async def _events(self, first: list[Any], stream: Any) -> AsyncIterator[str]:
         pending = list(first)
-        done = False
-        while True:
-            for item in pending:
-                event = sse_event(item)
-                done = done or event.strip() == DONE_EVENT.strip()
-                yield event
-            try:
-                batch = await self._next(stream)
-            except StopAsyncIteration:
-                break
-            except APIError as error:  # the response has started: report it in the stream
-                yield f"data: {json.dumps(error.body())}\n\n"
-                break
-            pending = batch if isinstance(batch, list) else [batch]
-        if not done:
-            yield DONE_EVENT
+        done = finished = False
+        try:
+            while True:
+                for item in pending:
+                    event = sse_event(item)
+                    done = done or event.strip() == DONE_EVENT.strip()
+                    yield event
+                try:
+                    batch = await self._next(stream)
+                except StopAsyncIteration:
+                    finished = True
+                    break
+                except APIError as error:  # the response has started: report it in the stream
+                    yield f"data: {json.dumps(error.body())}\n\n"
+                    break
+                pending = batch if isinstance(batch, list) else [batch]
+            if not done:
+                yield DONE_EVENT
+        finally:
+            if not finished:
+                # A client gone mid-stream closes this generator: stop the generation too.
+                stream.cancel()
 
     async def _next(self, stream: Any) -> Any:
         """The next item, with the idle timeout: a stalled engine never hangs a request."""
