@@ -44,6 +44,10 @@ class SearchResponse(BaseModel):
     results: list[list[Hit]]
 
 
+# A Hit as a plain dict, as the index replica answers it: {"id", "score", "payload"}.
+HitDict = dict[str, Any]
+
+
 class EmbedRequest(Request):
     texts: list[str] = Field(min_length=1)
 

@@ -20,7 +20,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from refinery.storage import read_text, resolve
-from serve.protocol import Hit, PayloadFilter
+from serve.protocol import HitDict, PayloadFilter
 
 
 class SnapshotError(ValueError):
@@ -89,23 +89,32 @@ class Snapshot:
 
     def search(
         self, vectors: np.ndarray, k: int, payload_filter: PayloadFilter | None = None
-    ) -> list[list[Hit]]:
+    ) -> list[list[HitDict]]:
+        """Per query, its hits as `{"id", "score", "payload"}` dicts: the JSON shape of a search
+        answer, built without a model per hit, and cheap to pickle to the ingress."""
         allowed = self.allowed_ids(payload_filter) if payload_filter else None
         scores, ids = self.index.search(vectors, k, allowed_ids=allowed)
-        return [
-            self.hits(row_scores, row_ids) for row_scores, row_ids in zip(scores, ids, strict=True)
-        ]
+        return self._hits(scores, ids)
 
-    def hits(self, scores: np.ndarray, ids: np.ndarray) -> list[Hit]:
-        found = []
-        for score, i in zip(scores.tolist(), ids.tolist(), strict=True):
-            row = self.row_of.get(i)  # None: deleted since the index answered
-            if i >= 0 and row is not None:
-                found.append((score, i, row))
+    def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[list[HitDict]]:
+        row_of = self.row_of
+        # Per query, its (score, id, payload row): an id of -1 fills a query with fewer than k
+        # hits, and an id without a row was deleted since the index answered.
+        found = [
+            [
+                (score, i, row)
+                for score, i in zip(row_scores, row_ids, strict=True)
+                if i >= 0 and (row := row_of.get(i)) is not None
+            ]
+            for row_scores, row_ids in zip(scores.tolist(), ids.tolist(), strict=True)
+        ]
+        # One lookup for every query's payloads: per-call Arrow overhead is paid once per batch.
         # Read after the rows: the table an update published first holds every row it points to.
-        table = self.payload_table
-        payloads = table.take(pa.array([row for _, _, row in found], pa.int64())).to_pylist()
-        return [Hit(id=i, score=s, payload=p) for (s, i, _), p in zip(found, payloads, strict=True)]
+        wanted = [row for hits in found for _, _, row in hits]
+        payloads = iter(self.payload_table.take(pa.array(wanted, pa.int64())).to_pylist())
+        return [
+            [{"id": i, "score": s, "payload": next(payloads)} for s, i, _ in hits] for hits in found
+        ]
 
     def allowed_ids(self, payload_filter: PayloadFilter) -> np.ndarray:
         table, live = self.table, self.live

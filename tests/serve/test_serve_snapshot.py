@@ -44,12 +44,12 @@ def write(root: Path, document_ids: np.ndarray) -> Path:
 def test_hits_carry_their_payloads_and_filters_restrict_them(tmp_path: Path) -> None:
     snapshot = Snapshot(str(write(tmp_path, IDS)))
     [hits] = snapshot.search(VECTORS[1:2], 2)
-    assert [(h.id, h.score, h.payload["text"]) for h in hits] == [
+    assert [(h["id"], h["score"], h["payload"]["text"]) for h in hits] == [
         (11, 1.0, "doc 11"),
         (10, 0.0, "doc 10"),
     ]
     [hits] = snapshot.search(VECTORS[1:2], 4, {"source": "s0"})
-    assert sorted(h.id for h in hits) == [10, 12]
+    assert sorted(h["id"] for h in hits) == [10, 12]
     assert snapshot.search(VECTORS[:2], 3, {"source": ["none"]}) == [[], []]
     with pytest.raises(KeyError, match="unknown filter field.*colour; known: source, text"):
         snapshot.search(VECTORS[:1], 1, {"colour": "red"})
@@ -70,21 +70,21 @@ def test_upsert_replaces_and_adds_and_filters_see_the_new_payloads(tmp_path: Pat
     new = np.array([[0, 1, 0, 0], [0, 0, 0, 0.5]], dtype=np.float32)
     snapshot.upsert(np.array([10, 20]), new, [{"source": "s9", "text": "moved"}, {"text": "new"}])
     [hits] = snapshot.search(VECTORS[1:2], 2)
-    assert {(h.id, h.payload["text"]) for h in hits} == {(10, "moved"), (11, "doc 11")}
+    assert {(h["id"], h["payload"]["text"]) for h in hits} == {(10, "moved"), (11, "doc 11")}
     assert snapshot.index.ntotal == 5
     [hits] = snapshot.search(VECTORS[3:4], 5, {"source": "s0"})
-    assert sorted(h.id for h in hits) == [12]  # 10 left s0 when it was replaced
+    assert sorted(h["id"] for h in hits) == [12]  # 10 left s0 when it was replaced
     [hits] = snapshot.search(VECTORS[3:4], 1)
-    assert (hits[0].id, hits[0].payload) == (13, {"source": "s1", "text": "doc 13"})
+    assert (hits[0]["id"], hits[0]["payload"]) == (13, {"source": "s1", "text": "doc 13"})
     [hits] = snapshot.search(VECTORS[3:4], 5, {"text": "new"})
-    assert [(h.id, h.payload["source"]) for h in hits] == [(20, None)]
+    assert [(h["id"], h["payload"]["source"]) for h in hits] == [(20, None)]
 
 
 def test_deleted_ids_never_come_back(tmp_path: Path) -> None:
     snapshot = Snapshot(str(write(tmp_path, IDS)))
     assert snapshot.delete(np.array([11, 99])) == 1
     [hits] = snapshot.search(VECTORS[1:2], 4)
-    assert sorted(h.id for h in hits) == [10, 12, 13]
+    assert sorted(h["id"] for h in hits) == [10, 12, 13]
     assert snapshot.search(VECTORS[1:2], 4, {"text": "doc 11"}) == [[]]
 
 
