@@ -150,3 +150,27 @@ def test_churn_never_returns_deleted_ids(tmp_path):
     assert set(loaded.ids().tolist()) == live
     for a, b in zip(index.search(xb[:40], 5), loaded.search(xb[:40], 5), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_arrays_past_the_huge_page_threshold(tmp_path, quantize):
+    """Rows past 4 MiB sit in 2 MiB-aligned huge-page blocks: growth, compaction, save, an
+    mmap load and adds to the loaded copy (a view copied into such a block) keep results."""
+    # 6000 x 256 floats (6 MB) with 8 intrinsic dimensions, so M=8 finds the neighbours.
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((6050, 8)) @ rng.standard_normal((8, 256))).astype(np.float32)
+    xb, xq = x[:6000], x[6000:]
+    index = vi.IndexHNSW(256, "cosine", M=8, ef_construction=40, quantize=quantize)
+    index.add_with_ids(xb[:4500], np.arange(4500))
+    index.remove_ids(np.arange(0, 4500, 3))
+    index.add_with_ids(xb[4500:5000], np.arange(4500, 5000))
+    index.compact()
+    path = tmp_path / "big.vi"
+    index.save(path)
+    loaded = vi.load(path, mmap=True)
+    loaded.add_with_ids(xb[5000:], np.arange(5000, 6000))
+    live = np.array(sorted(set(range(6000)) - set(range(0, 4500, 3))))
+    assert loaded.ntotal == len(live)
+    _, found = loaded.search(xq, 10, ef_search=128)
+    truth = live[exact_ids(xb[live], xq, 10, "cosine")]
+    assert recall(found, truth) >= 0.9
