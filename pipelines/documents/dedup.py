@@ -49,7 +49,17 @@ def first_per_key(table: pa.Table, key: str) -> pa.Array:
     return pa.array(mask)
 
 
+# Key rows of an empty block: the same schema as a full block's, so the reduce can concatenate.
+_NO_CONTENT_KEYS = pa.schema(
+    [("partition", pa.int64()), ("hash", pa.string()), ("id", pa.string())]
+)
+_NO_BAND_ROWS = pa.schema([("partition", pa.int64()), ("band", pa.uint64()), ("id", pa.string())])
+_NO_SHINGLES = pa.schema([("id", pa.string()), ("_shingles", pa.list_(pa.uint64()))])
+
+
 def _content_keys(table: pa.Table, partitions: int) -> pa.Table:
+    if table.num_rows == 0:  # an empty block may have lost its columns upstream
+        return _NO_CONTENT_KEYS.empty_table()
     hashes = [content_hash(t) for t in table["text"].to_pylist()]
     return pa.table(
         {
@@ -124,6 +134,8 @@ def _with_signatures(table: pa.Table, cfg: MinHashConfig, banding: Banding) -> p
 
 def _band_rows(table: pa.Table, partitions: int) -> pa.Table:
     """One row per document and band: (band key, id), partitioned by key."""
+    if table.num_rows == 0:  # Ray Data passes empty blocks by the UDF that adds _bands
+        return _NO_BAND_ROWS.empty_table()
     bands = table["_bands"].combine_chunks()
     width = bands.type.list_size
     keys = bands.flatten().to_numpy()
@@ -163,6 +175,8 @@ def _pairs(table: pa.Table) -> list[tuple[str, str]]:
 
 
 def _shingles_of(table: pa.Table, wanted: Any) -> pa.Table:
+    if table.num_rows == 0:
+        return _NO_SHINGLES.empty_table()
     return table.filter(_id_mask(table, wanted)).select(["id", "_shingles"])
 
 
