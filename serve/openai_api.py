@@ -61,7 +61,7 @@ class OpenAIForwarder:
         items = first if isinstance(first, list) else [first]
         if items and not isinstance(items[0], str) and hasattr(items[0], "error"):
             raise engine_error(items[0])
-        if not isinstance(first, list) and isinstance(first, BaseModel):
+        if isinstance(first, BaseModel):
             return first
         return self._events(items, stream)
 
