@@ -9,6 +9,12 @@ timestamp, a nested extra, any syntax error) is marked SLOW and goes to the line
 known fields equal what the validator would produce. Strings of the known fields are
 dictionary-encoded here (model, route and status take a handful of values).
 
+The hot loops have no bounds checks: the fast path only takes lines that end with a LF (a
+last line without one goes to the validator) and every loop stops at a byte the grammar
+does not allow where it is, which a LF always is, so no byte read passes the line's LF. The
+exceptions check the end themselves: a timestamp's fixed layout, and 8-byte words (strings
+and keys are compared and searched a word at a time), read by _word.
+
 Numba compiles this on first use and caches the machine code in __pycache__ (cache=True):
 about 30 s of CPU once per checkout, then a fraction of a second per process.
 
@@ -18,11 +24,16 @@ buffer that pyarrow.json then types (extras are few and unknown in advance).
 
 from __future__ import annotations
 
+import sys
 from typing import NamedTuple
 
 import numba as nb
 import numpy as np
 import pyarrow as pa
+from llvmlite import ir
+from numba.core import types
+from numba.cpython.unsafe.numbers import trailing_zeros
+from numba.extending import intrinsic
 
 # What the caller says each field it names holds.
 TS_KIND, STRING_KIND, FLOAT_KIND, INT_KIND = 0, 1, 2, 3
@@ -34,13 +45,21 @@ _MAX_DIGITS = 18  # digits that always fit an int64
 # Distinct values a known string field may take in one buffer (model, route and status take
 # a handful); lines past that go to the validator.
 MAX_DISTINCT = 1 << 13
+_SLOT_BITS = 14  # hash slots per field: twice MAX_DISTINCT keeps probes short
 _POW10 = np.array([10.0**k for k in range(23)])  # exact doubles: Clinger's fast path
 _NULL, _TRUE, _FALSE = (np.frombuffer(w, np.uint8).copy() for w in (b"null", b"true", b"false"))
 _ESCAPES = np.zeros(256, np.bool_)  # what may follow a backslash, \u aside
 _ESCAPES[list(b'"\\/bfnrt')] = True
-_PLAIN = np.ones(256, np.bool_)  # string bytes that need no further look
-_PLAIN[:32] = _PLAIN[128:] = _PLAIN[_QUOTE] = _PLAIN[_BACKSLASH] = False
 _DAYS_BEFORE = np.array([0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334], np.int64)
+# Words are read as little-endian uint64s: byte k of the buffer is byte k of the word.
+assert sys.byteorder == "little"
+_ONES = np.uint64(0x0101010101010101)
+_HIGHS = _ONES * np.uint64(0x80)
+_QUOTES = _ONES * np.uint64(_QUOTE)
+_BACKSLASHES = _ONES * np.uint64(_BACKSLASH)
+_SPACES = _ONES * np.uint64(32)
+_ALL = ~np.uint64(0)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing
 
 
 class Scan(NamedTuple):
@@ -64,21 +83,39 @@ def scan(data: bytes, names: list[bytes], kinds: list[int]) -> Scan:
     buf = np.frombuffer(data, np.uint8)
     key_bytes = np.frombuffer(b"".join(names), np.uint8)
     key_ends = np.cumsum([len(n) for n in names]).astype(np.int64)
-    return Scan(*_scan(buf, key_bytes, key_ends, np.array(kinds, np.int8)))
+    key_words, key_masks = _key_words(names)
+    return Scan(*_scan(buf, key_bytes, key_ends, key_words, key_masks, np.array(kinds, np.int8)))
+
+
+def _key_words(names: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Each name with its closing quote as little-endian words [field, word], and masks of
+    the bytes that belong to it, to compare a key a word at a time."""
+    width = max((len(n) + 8) // 8 for n in names) * 8 if names else 8
+    words = np.zeros((len(names), width), np.uint8)
+    masks = np.zeros((len(names), width), np.uint8)
+    for f, name in enumerate(names):
+        words[f, : len(name) + 1] = np.frombuffer(name + b'"', np.uint8)
+        masks[f, : len(name) + 1] = 0xFF
+    return words.view("<u8"), masks.view("<u8")
 
 
 @nb.njit(cache=True, nogil=True)
-def _scan(buf, key_bytes, key_ends, kinds):
+def _scan(buf, key_bytes, key_ends, key_words, key_masks, kinds):
+    size = len(buf)
     lines = 1
-    for c in buf:
-        lines += c == _LF
+    for i in range(size):
+        lines += np.int64(buf[i] == _LF)  # an integer sum vectorises; a bool one does not
+    # The fast path reads lines in place up to their LF (see the module docstring).
+    fast_end = size
+    while fast_end > 0 and buf[fast_end - 1] != _LF:
+        fast_end -= 1
     n_fields = len(kinds)
     # Outputs are written once, so np.empty: fresh pages cost page faults, not zeroing.
     slow = np.empty((lines, 3), np.int64)
     valid = np.zeros((n_fields, lines), np.bool_)
     numbers = np.empty((n_fields, lines), np.float64)
     integers = np.empty((n_fields, lines), np.int64)
-    slots = np.zeros((n_fields, 2 * MAX_DISTINCT), np.int32)  # code + 1 (0: empty)
+    slots = np.zeros((n_fields, 1 << _SLOT_BITS), np.int32)  # code + 1 (0: empty)
     dictionaries = np.empty((n_fields, MAX_DISTINCT, 2), np.int64)
     distinct = np.zeros(n_fields, np.int64)
     extras = np.empty(len(buf) + 3 * lines, np.uint8)  # + `{`, `}`, LF per line
@@ -86,13 +123,14 @@ def _scan(buf, key_bytes, key_ends, kinds):
     # follows[f]: the field that came after field f on the last line (n_fields: an extra,
     # n_fields + 1: the line start): logs repeat one key order, so it is the first guess.
     follows = np.full(n_fields + 2, -1, np.int64)
-    size, pos, line, row, out, blank, n_slow = len(buf), 0, 0, 0, 0, 0, 0
+    pos, line, row, out, blank, n_slow = 0, 0, 0, 0, 0, 0
     while pos < size:
-        mark = out
-        stop, out = _line(
-            buf, pos, row, key_bytes, key_ends, kinds, follows, valid, numbers, integers,
-            slots, dictionaries, distinct, extras, out,
-        )  # fmt: skip
+        mark, stop = out, -1
+        if pos < fast_end:
+            stop, out = _line(
+                buf, pos, row, key_bytes, key_ends, key_words, key_masks, kinds, follows,
+                valid, numbers, integers, slots, dictionaries, distinct, extras, out,
+            )  # fmt: skip
         if stop >= 0:
             has_extras[row] = out > mark
             row += 1
@@ -115,43 +153,66 @@ def _scan(buf, key_bytes, key_ends, kinds):
     )  # fmt: skip
 
 
+@intrinsic
+def _load(typingctx, buf, i):
+    """The 8 bytes of buf from i as a uint64: one unaligned load, no bounds check."""
+
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        address = builder.bitcast(builder.gep(data, [args[1]]), ir.IntType(64).as_pointer())
+        return builder.load(address, align=1)
+
+    return types.uint64(buf, i), codegen
+
+
 @nb.njit(inline="always")
-def _at(buf, i):
-    """The byte at i, or 0 past the end (0 is never valid JSON, so it stops every rule)."""
-    return buf[i] if i < len(buf) else 0
+def _word(buf, i):
+    """The 8 bytes of buf from i as a uint64 (byte i lowest), zeros past the buffer end."""
+    if i + 8 <= len(buf):
+        return _load(buf, i)
+    word = np.uint64(0)
+    for k in range(len(buf) - i):
+        word |= np.uint64(buf[i + k]) << np.uint64(8 * k)
+    return word
+
+
+@nb.njit(inline="always")
+def _low_bytes(n):
+    """A mask of the n (0 to 8) lowest bytes of a word."""
+    return _ALL >> np.uint64(64 - 8 * n) if n else np.uint64(0)
 
 
 @nb.njit(inline="always")
 def _skip_ws(buf, i):
-    while i < len(buf) and (buf[i] == 32 or buf[i] == 9 or buf[i] == _CR):
+    while buf[i] == 32 or buf[i] == 9 or buf[i] == _CR:
         i += 1
     return i
 
 
 @nb.njit
 def _line(
-    buf, i, row, key_bytes, key_ends, kinds, follows, valid, numbers, integers,
-    slots, dictionaries, distinct, extras, out,
+    buf, i, row, key_bytes, key_ends, key_words, key_masks, kinds, follows, valid, numbers,
+    integers, slots, dictionaries, distinct, extras, out,
 ):  # fmt: skip
-    """One line from i into `row`: (index of its LF or the buffer end, extras written up
-    to), or (-1, out) where the fast path does not take it."""
-    if _at(buf, i) == 0xEF and _at(buf, i + 1) == 0xBB and _at(buf, i + 2) == 0xBF:
+    """One line from i into `row`: (index of its LF, extras written up to), or (-1, out)
+    where the fast path does not take it."""
+    if buf[i] == 0xEF and buf[i + 1] == 0xBB and buf[i + 2] == 0xBF:
         i += 3  # a UTF-8 byte order mark, as some Windows tools write: not part of the line
     i = _skip_ws(buf, i)
-    if _at(buf, i) != _OPEN:  # blank lines too: the caller tells them from bad ones
+    if buf[i] != _OPEN:  # blank lines too: the caller tells them from bad ones
         return -1, out
     i = _skip_ws(buf, i + 1)
     first_extra = True
     previous = len(kinds) + 1
-    if _at(buf, i) == _CLOSE:
+    if buf[i] == _CLOSE:
         i += 1
     else:
         while True:
-            if _at(buf, i) != _QUOTE:
+            if buf[i] != _QUOTE:
                 return -1, out
             key_start = i
             field = follows[previous]
-            if 0 <= field < len(kinds) and _is_key(buf, i + 1, key_bytes, key_ends, field):
+            if 0 <= field < len(kinds) and _is_key(buf, i + 1, key_words, key_masks, field):
                 i += key_ends[field] - (key_ends[field - 1] if field else 0) + 2
             else:
                 i, escaped = _string(buf, i)
@@ -161,7 +222,7 @@ def _line(
             follows[previous] = field if field >= 0 else len(kinds)
             previous = follows[previous]
             i = _skip_ws(buf, i)
-            if _at(buf, i) != _COLON:
+            if buf[i] != _COLON:
                 return -1, out
             i = _skip_ws(buf, i + 1)
             if field < 0:
@@ -178,10 +239,9 @@ def _line(
                 if i < 0:
                     return -1, out
             i = _skip_ws(buf, i)
-            c = _at(buf, i)
-            if c == _COMMA:
+            if buf[i] == _COMMA:
                 i = _skip_ws(buf, i + 1)
-            elif c == _CLOSE:
+            elif buf[i] == _CLOSE:
                 i += 1
                 break
             else:
@@ -191,26 +251,29 @@ def _line(
         extras[out + 1] = _LF
         out += 2
     i = _skip_ws(buf, i)
-    if i < len(buf) and buf[i] != _LF:
+    if buf[i] != _LF:
         return -1, out
     return i, out
 
 
 @nb.njit(inline="always")
-def _is_key(buf, i, key_bytes, key_ends, field):
+def _is_key(buf, i, key_words, key_masks, field):
     """Whether the key string from i (after its quote) is exactly known field `field`."""
-    begin = key_ends[field - 1] if field else 0
-    for k in range(key_ends[field] - begin):
-        if _at(buf, i + k) != key_bytes[begin + k]:
+    for k in range(key_words.shape[1]):
+        mask = key_masks[field, k]
+        if not mask:
+            break
+        if _word(buf, i + 8 * k) & mask != key_words[field, k]:
             return False
-    return _at(buf, i + key_ends[field] - begin) == _QUOTE
+    return True
 
 
 @nb.njit
 def _copy_extra(buf, start, end, extras, out, first):
     extras[out] = _OPEN if first else _COMMA
     out += 1
-    extras[out : out + end - start] = buf[start:end]
+    for k in range(end - start):
+        extras[out + k] = buf[start + k]
     return out + end - start
 
 
@@ -231,11 +294,11 @@ def _field(buf, start, end, key_bytes, key_ends):
     return -1
 
 
-@nb.njit
+@nb.njit(inline="always")
 def _known(buf, i, field, kind, row, valid, numbers, integers, slots, dictionaries, distinct):
     """Validate the value at i and store it as known field `field`; its end, or -1 where
     the validator should judge it (wrong type, escapes, unusual number or timestamp)."""
-    c = _at(buf, i)
+    c = buf[i]
     if c == _QUOTE and kind == TS_KIND:
         end, integers[field, row] = _timestamp(buf, i + 1)
         valid[field, row] = True
@@ -274,7 +337,7 @@ def _known(buf, i, field, kind, row, valid, numbers, integers, slots, dictionari
 def _extra(buf, i):
     """Validate an extra field's scalar value at i: its end, or -1 (nested values and
     numbers too long to be exact go to the validator)."""
-    c = _at(buf, i)
+    c = buf[i]
     if c == _QUOTE:
         return _string(buf, i)[0]
     if c == 110:
@@ -289,16 +352,16 @@ def _extra(buf, i):
     return -1
 
 
-@nb.njit
+@nb.njit(inline="always")
 def _intern(buf, start, end, field, slots, dictionaries, distinct):
     """The dictionary code of the string buf[start:end] for `field`, adding it if new."""
-    # A cheap hash (length and three bytes): the values are few, a probe compares them all.
     length = end - start
-    h = length * 1_000_003
-    if length:
-        h += buf[start] * 8191 + buf[end - 1] * 131 + buf[start + length // 2]
-    mask = slots.shape[1] - 1
-    slot = (h * 0x9E3779B1) & mask
+    # Hash the first and last 8 bytes and the length: the values are few, a probe compares.
+    head = _word(buf, start) & _low_bytes(min(length, 8))
+    tail = _word(buf, end - 8) if length > 8 else head
+    h = ((head * _GOLDEN) ^ tail ^ np.uint64(length)) * _GOLDEN
+    slot = np.int64(h >> np.uint64(64 - _SLOT_BITS))
+    mask = (1 << _SLOT_BITS) - 1
     while True:
         code = slots[field, slot] - 1
         if code < 0:
@@ -310,23 +373,38 @@ def _intern(buf, start, end, field, slots, dictionaries, distinct):
             dictionaries[field, code, 0], dictionaries[field, code, 1] = start, end
             return code
         s, e = dictionaries[field, code, 0], dictionaries[field, code, 1]
-        if e - s == length:
-            same = True
-            for k in range(length):
-                if buf[s + k] != buf[start + k]:
-                    same = False
-                    break
-            if same:
-                return code
+        if e - s == length and _same(buf, s, start, length):
+            return code
         slot = (slot + 1) & mask
+
+
+@nb.njit(inline="always")
+def _same(buf, a, b, length):
+    """Whether buf[a:a + length] equals buf[b:b + length], compared a word at a time."""
+    for k in range(0, length, 8):
+        differ = _word(buf, a + k) ^ _word(buf, b + k)
+        if differ & _low_bytes(min(length - k, 8)):
+            return False
+    return True
 
 
 @nb.njit
 def _literal(buf, i, word):
     for k in range(len(word)):
-        if _at(buf, i + k) != word[k]:
+        if buf[i + k] != word[k]:
             return -1
     return i + len(word)
+
+
+@nb.njit(inline="always")
+def _specials(word):
+    """The high bit of each byte of `word` that a string scan stops at: a quote, a backslash,
+    a control or a non-ASCII byte. Exact up to the lowest one (borrows may mark bytes above
+    it), which is the one used."""
+    quotes = word ^ _QUOTES
+    backslashes = word ^ _BACKSLASHES
+    marks = (quotes - _ONES) & ~quotes | (backslashes - _ONES) & ~backslashes
+    return (marks | (word - _SPACES) | word) & _HIGHS
 
 
 @nb.njit
@@ -334,13 +412,21 @@ def _string(buf, i):
     """A JSON string from its opening quote at i: (index after its closing quote, whether
     it has escapes), or (-1, False) if invalid (control character, bad escape, bad UTF-8)."""
     i += 1
-    size = len(buf)
-    while i < size and _PLAIN[buf[i]]:
-        i += 1
-    if i < size and buf[i] == _QUOTE:
+    found = _specials(_word(buf, i))
+    while not found:  # plain ASCII a word at a time, to the first byte that needs a look
+        i += 8
+        found = _specials(_word(buf, i))
+    i += np.int64(trailing_zeros(found) >> np.uint64(3))
+    if buf[i] == _QUOTE:
         return i + 1, False
+    return _string_rest(buf, i)
+
+
+@nb.njit
+def _string_rest(buf, i):
+    """_string from i, byte by byte (escapes, UTF-8 sequences)."""
     escaped = False
-    while i < size:
+    while True:
         c = buf[i]
         if c == _QUOTE:
             return i + 1, escaped
@@ -348,10 +434,10 @@ def _string(buf, i):
             return -1, False
         if c == _BACKSLASH:
             escaped = True
-            e = _at(buf, i + 1)
+            e = buf[i + 1]
             if e == 117:  # \uXXXX
                 for k in range(2, 6):
-                    if not _is_hex(_at(buf, i + k)):
+                    if not _is_hex(buf[i + k]):
                         return -1, False
                 i += 6
             elif _ESCAPES[e]:
@@ -364,7 +450,6 @@ def _string(buf, i):
             i = _utf8(buf, i)
             if i < 0:
                 return -1, False
-    return -1, False
 
 
 @nb.njit
@@ -394,7 +479,7 @@ def _utf8(buf, i):
     else:
         return -1
     for k in range(1, n + 1):
-        b = _at(buf, i + k)
+        b = buf[i + k]
         if not (low <= b <= high):
             return -1
         low, high = 0x80, 0xBF
@@ -405,16 +490,16 @@ def _utf8(buf, i):
 def _number(buf, i):
     """A JSON number from i: (end, |mantissa|, power of ten, integral, exact); end -1 if
     invalid. exact: the mantissa has at most 18 significant digits."""
-    if _at(buf, i) == 45:
+    if buf[i] == 45:
         i += 1
-    c = _at(buf, i)
+    c = buf[i]
     if not (48 <= c <= 57):
         return -1, 0, 0, False, False
     mantissa, digits, exp10 = 0, 0, 0
     if c == 48:
         i += 1
     else:
-        while 48 <= _at(buf, i) <= 57:
+        while 48 <= buf[i] <= 57:
             if digits < _MAX_DIGITS:
                 mantissa = mantissa * 10 + (buf[i] - 48)
                 digits += mantissa > 0
@@ -423,12 +508,12 @@ def _number(buf, i):
                 digits += 1
             i += 1
     integral = True
-    if _at(buf, i) == 46:
+    if buf[i] == 46:
         integral = False
         i += 1
-        if not (48 <= _at(buf, i) <= 57):
+        if not (48 <= buf[i] <= 57):
             return -1, 0, 0, False, False
-        while 48 <= _at(buf, i) <= 57:
+        while 48 <= buf[i] <= 57:
             if digits < _MAX_DIGITS:
                 mantissa = mantissa * 10 + (buf[i] - 48)
                 digits += mantissa > 0
@@ -436,17 +521,17 @@ def _number(buf, i):
             else:
                 digits += 1
             i += 1
-    if _at(buf, i) == 101 or _at(buf, i) == 69:
+    if buf[i] == 101 or buf[i] == 69:
         integral = False
         i += 1
         sign = 1
-        if _at(buf, i) == 43 or _at(buf, i) == 45:
+        if buf[i] == 43 or buf[i] == 45:
             sign = -1 if buf[i] == 45 else 1
             i += 1
-        if not (48 <= _at(buf, i) <= 57):
+        if not (48 <= buf[i] <= 57):
             return -1, 0, 0, False, False
         power = 0
-        while 48 <= _at(buf, i) <= 57:
+        while 48 <= buf[i] <= 57:
             power = min(power * 10 + (buf[i] - 48), 100_000)
             i += 1
         exp10 += sign * power
@@ -459,7 +544,7 @@ def _timestamp(buf, s):
     `Z`, `+HH:MM`, `-HH:MM` or nothing (UTC): (index after the closing quote, microseconds
     since the epoch), or (-1, 0) for any other form, which the validator then judges
     (datetime.fromisoformat). Reading the digits validates the bytes: no string scan first."""
-    if s + 20 > len(buf):
+    if s + 20 > len(buf):  # the fixed layout is read out of order: up to s + 19 in bounds
         return -1, 0
     if buf[s + 4] != 45 or buf[s + 7] != 45 or buf[s + 13] != _COLON or buf[s + 16] != _COLON:
         return -1, 0
@@ -477,12 +562,12 @@ def _timestamp(buf, s):
         return -1, 0
     if not 1 <= day <= _month_days(year, month):
         return -1, 0
-    i = s + 19
+    i = s + 19  # from here on read in order: the LF stops every rule
     micros = 0
     if buf[i] == 46:
         i += 1
         n = 0
-        while 48 <= _at(buf, i) <= 57:
+        while 48 <= buf[i] <= 57:
             micros = micros * 10 + (buf[i] - 48)
             n += 1
             i += 1
@@ -491,17 +576,19 @@ def _timestamp(buf, s):
         for _ in range(6 - n):
             micros *= 10
     offset = 0
-    c = _at(buf, i)
+    c = buf[i]
     if c == 90:  # Z
         i += 1
     elif c == 43 or c == 45:
-        oh, ok7 = _digits(buf, i + 1, 2)
-        om, ok8 = _digits(buf, i + 4, 2)
-        if not (ok7 and ok8) or _at(buf, i + 3) != _COLON or oh > 23 or om > 59:
+        oh, ok = _digits(buf, i + 1, 2)
+        if not ok or buf[i + 3] != _COLON:
+            return -1, 0
+        om, ok = _digits(buf, i + 4, 2)
+        if not ok or oh > 23 or om > 59:
             return -1, 0
         offset = (oh * 60 + om) * (1 if c == 43 else -1)
         i += 6
-    if _at(buf, i) != _QUOTE:
+    if buf[i] != _QUOTE:
         return -1, 0
     days = _days_from_civil(year, month, day)
     seconds = days * 86400 + hour * 3600 + minute * 60 + second - offset * 60
@@ -510,9 +597,10 @@ def _timestamp(buf, s):
 
 @nb.njit
 def _digits(buf, i, n):
+    """n decimal digits from i, read in order up to the first non-digit."""
     value = 0
     for k in range(n):
-        c = _at(buf, i + k)
+        c = buf[i + k]
         if not 48 <= c <= 57:
             return 0, False
         value = value * 10 + (c - 48)

@@ -12,7 +12,7 @@ from pipelines.logs import LogStore
 from pipelines.logs.generate import quirky_lines
 from pipelines.logs.parse import parse_buffer
 from pipelines.logs.tables import normalize, records_to_table
-from pipelines.logs.validate import check_line
+from pipelines.logs.validate import BadLine, check_line
 
 GOOD = {
     "ts": "2024-01-01T12:00:00Z",
@@ -214,3 +214,72 @@ def test_bad_lines_at_chunk_edges_and_encodings(tmp_path: Path) -> None:
         assert [(q.line, q.reason) for q in store.quarantine] == expected
         assert store.scan.rows == len(lines) - len(expected)
         assert all("\r" not in q.raw for q in store.quarantine)
+
+
+def assert_like_validator(data: bytes) -> None:
+    """parse_buffer keeps exactly the rows the validator makes of each line, and quarantines
+    the others with its reason, whichever lines the compiled scan takes."""
+    rows, bad = [], []
+    for n, raw in enumerate(data.split(b"\n"), 1):
+        raw = raw.removesuffix(b"\r")
+        if not raw:
+            continue
+        try:
+            rows.append(check_line(raw))
+        except BadLine as error:
+            bad.append((n, error.reason))
+    parsed = parse_buffer(data, "f.jsonl")
+    assert [(q.line, q.reason) for q in parsed.quarantined] == bad
+    expected = normalize(records_to_table(rows)).to_pylist() if rows else []
+    got = normalize(parsed.table).to_pylist()
+    assert sorted(map(str, got)) == sorted(map(str, expected))
+
+
+# Bytes the word-at-a-time string scan must stop at, wherever they fall in a word: escapes,
+# control bytes, UTF-8 (a surrogate, a lone continuation byte, a truncated sequence), a quote.
+STOPS = [b'\\"', b"\\\\", b"\\u00e9", b"\x01", b"\x7f", "é".encode(), "ユ".encode()]
+STOPS += [b"\xed\xb3\xbf", b"\x85", b"\xc3", b'"']
+
+
+@pytest.mark.parametrize("stop", STOPS)
+def test_string_stops_at_every_word_offset(stop: bytes) -> None:
+    lines = []
+    for shift in range(8):  # where the line starts relative to an 8-byte word
+        for k in range(17):  # where the stop byte falls in the string
+            text = good(model="m" * k + "@" + "x" * (k % 3)).encode()
+            lines.append(b" " * shift + text.replace(b"@", stop))
+    assert_like_validator(b"\n".join(lines) + b"\n")
+
+
+def test_lines_cut_anywhere() -> None:
+    """A line cut in two at every byte: the scan never reads across the LF, or past the
+    buffer end where the second half is the last line without one."""
+    line = good(latency_ms=189.05, user="bob", n=-3.5e2, ts="2024-02-29T23:59:59.1+05:30")
+    for cut in range(len(line) + 1):
+        head, tail = line[:cut].encode(), line[cut:].encode()
+        assert_like_validator(head + b"\n" + tail + b"\n")
+        assert_like_validator(head + b"\n" + tail)
+        assert_like_validator(head)
+
+
+def test_last_line_without_newline() -> None:
+    data = (good() + "\n" + good(route="rag", tokens_input=12345678)).encode()
+    parsed = parse_buffer(data, "f.jsonl")
+    assert parsed.quarantined == [] and parsed.lines == 2
+    assert sorted(parsed.table["route"].to_pylist()) == ["chat", "rag"]
+    assert sorted(parsed.table["tokens_input"].to_pylist()) == [100, 12345678]
+
+
+# Number shapes the scan takes, leaves to the validator, or rejects.
+NUMBERS = [
+    *("0", "-0", "7", "12345678", "123456789", "0.5", "1.25", "1.2345678", "1.23456789"),
+    *("-12.5", "00", "01", "1.", ".5", "-", "1e3", "1.5E-2", "2e+2", "1ea", "99999999.99999999"),
+]
+
+
+@pytest.mark.parametrize("number", NUMBERS)
+def test_numbers_like_the_validator(number: str) -> None:
+    lines = [good().replace('"latency_ms": 423', f'"latency_ms": {number}')]
+    lines.append(good().replace('"tokens_input": 100', f'"tokens_input": {number}'))
+    lines.append(good().replace('"tokens_input": 100', f'"tokens_input": {number}, "x": {number}'))
+    assert_like_validator("\n".join(lines).encode() + b"\n")
