@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,9 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build_corpus(
     pages: list[Path], root: Path, out: Path, copies: int, rate: float, seed: int
 ) -> list[Path]:
-    """Every page plus `copies` edited copies, as HTML files; returns their paths."""
+    """Every page plus `copies` edited copies, as HTML files; returns their paths. `out`
+    is emptied first: the Ray side reads the whole folder, so files of an earlier run (other
+    copies, other page names) would make it process more documents than the other side."""
     rng = random.Random(seed)
-    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
     files = []
     for page in pages:
         html = page.read_text(encoding="utf-8", errors="replace")

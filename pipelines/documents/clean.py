@@ -8,6 +8,7 @@ block, summed on the driver, so retries and worker counts cannot skew them.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -17,13 +18,15 @@ import pyarrow.compute as pc
 
 from pipelines.documents.config import ReadConfig
 from pipelines.documents.read import read_batch
-from pipelines.documents.steps import DocStep, RunContext
+from pipelines.documents.steps import DatasetStep, DocBatch, DocStep, RunContext
 from refinery.storage import write_text
 
 if TYPE_CHECKING:
     from ray.data import Dataset
 
 MARKS = ["error", "detail", "line", "_drop_step", "_drop_rule", "_seconds"]
+TASKS_PER_CPU = 4
+MAX_FILES_PER_TASK = 256
 
 
 def read_timed(batch: dict[str, Any], cfg: ReadConfig) -> pa.Table:
@@ -40,9 +43,10 @@ def _with_seconds(table: pa.Table, seconds: list[float]) -> pa.Table:
     return table.append_column("_seconds", pa.array(column, pa.list_(pa.float64())))
 
 
-def run_doc_steps(table: pa.Table, steps: list[DocStep]) -> pa.Table:
+def run_doc_steps(table: pa.Table, steps: list[DocStep], annotators: list[DatasetStep]) -> pa.Table:
     """Apply the steps in order to the batch's documents; a dropped document keeps its id
-    and source, loses its text, and names the step (index) and rule that dropped it."""
+    and source, loses its text, and names the step (index) and rule that dropped it. Kept
+    documents then get the per-document columns of the dataset steps (`annotators`)."""
     docs = table.to_pylist()
     # A batch may hold several read batches, each with its time on its first row.
     read_seconds = [sum(row[0] for row in table["_seconds"].to_pylist() if row)]
@@ -64,7 +68,24 @@ def run_doc_steps(table: pa.Table, steps: list[DocStep]) -> pa.Table:
     out = pa.Table.from_pylist(docs, schema=table.schema)
     out = out.append_column("_drop_step", pa.array(drop_step, pa.int32()))
     out = out.append_column("_drop_rule", pa.array(drop_rule, pa.string()))
-    return _with_seconds(out, read_seconds + seconds)
+    out, annotate_seconds = _annotate(out, annotators)
+    return _with_seconds(out, read_seconds + seconds + annotate_seconds)
+
+
+def _annotate(table: pa.Table, steps: list[DatasetStep]) -> tuple[pa.Table, list[float]]:
+    if not steps:
+        return table, []
+    kept = _is_kept(table)
+    batch = DocBatch(table.filter(kept))
+    docs, seconds = batch.table, []
+    for step in steps:
+        t0 = time.perf_counter()
+        for name, column in step.annotate(batch).items():
+            docs = docs.append_column(name, column)
+        seconds.append(time.perf_counter() - t0)
+    # Marked rows get nulls in the new columns.
+    rest = table.filter(pc.invert(kept))
+    return pa.concat_tables([docs, rest], promote_options="default"), seconds
 
 
 def _side_rows(table: pa.Table) -> pa.Table:
@@ -100,31 +121,52 @@ def summarize(side: pa.Table, rows: int) -> dict[str, Any]:
     }
 
 
+def _is_kept(table: pa.Table) -> pa.Array:
+    return pc.and_(pc.is_null(table["error"]), pc.is_null(table["_drop_step"]))
+
+
 def _kept(table: pa.Table) -> pa.Table:
-    mask = pc.and_(pc.is_null(table["error"]), pc.is_null(table["_drop_step"]))
-    return table.filter(mask).drop_columns(MARKS)
+    return table.filter(_is_kept(table)).drop_columns(MARKS)
+
+
+def files_per_task(files: int, cpus: float) -> int:
+    """About TASKS_PER_CPU read tasks per CPU, within [1, MAX_FILES_PER_TASK] files each:
+    every later pass (side rows, dedup shuffles, chunk) runs one task per block, and on a
+    small cluster Ray's per-task cost outweighs the work of a few dozen documents."""
+    return min(max(1, math.ceil(files / (TASKS_PER_CPU * max(cpus, 1)))), MAX_FILES_PER_TASK)
 
 
 def read_and_clean(
-    files: list[str], cfg: ReadConfig, steps: list[DocStep], ctx: RunContext
+    files: list[str],
+    cfg: ReadConfig,
+    steps: list[DocStep],
+    ctx: RunContext,
+    annotators: list[DatasetStep] | None = None,
 ) -> Dataset:
-    """Kept documents; writes DIR/quarantine.jsonl and records counts for read and each step."""
+    """Kept documents, with the columns of the `annotators`' annotate(); writes
+    DIR/quarantine.jsonl and records counts for read and each step."""
     import ray
 
+    annotators = annotators or []
+    per_task = cfg.files_per_task or files_per_task(
+        len(files), ray.cluster_resources().get("CPU", 1)
+    )
     marked = (
         ray.data.from_items(
-            [{"path": f} for f in files],
-            override_num_blocks=max(1, -(-len(files) // cfg.files_per_task)),
+            [{"path": f} for f in files], override_num_blocks=math.ceil(len(files) / per_task)
         )
         .map_batches(read_timed, fn_kwargs={"cfg": cfg}, batch_size=None)
         .map_batches(
-            run_doc_steps, fn_kwargs={"steps": steps}, batch_format="pyarrow", batch_size=None
+            run_doc_steps,
+            fn_kwargs={"steps": steps, "annotators": annotators},
+            batch_format="pyarrow",
+            batch_size=None,
         )
         .materialize()
     )
     side = marked.map_batches(_side_rows, batch_format="pyarrow", batch_size=None)
     side = pa.concat_tables(ray.get(side.to_arrow_refs()))  # one table per block
-    _record(summarize(side, marked.count()), files, steps, ctx)
+    _record(summarize(side, marked.count()), files, steps, annotators, ctx)
     quarantine = side.filter(pc.is_valid(side["error"])).to_pylist()
     write_text(
         f"{ctx.output}/quarantine.jsonl",
@@ -154,9 +196,14 @@ def _quarantine_line(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _record(
-    totals: dict[str, Any], files: list[str], steps: list[DocStep], ctx: RunContext
+    totals: dict[str, Any],
+    files: list[str],
+    steps: list[DocStep],
+    annotators: list[DatasetStep],
+    ctx: RunContext,
 ) -> None:
-    seconds = totals["seconds"] + [0.0] * (len(steps) + 1 - len(totals["seconds"]))
+    width = 1 + len(steps) + len(annotators)
+    seconds = totals["seconds"] + [0.0] * (width - len(totals["seconds"]))
     read = ctx.stats.step("read")
     read.rows_in += len(files)
     read.rows_out += totals["documents"]
@@ -172,3 +219,6 @@ def _record(
         alive -= sum(stat.dropped.values())
         stat.rows_out += alive
         stat.seconds += seconds[k + 1]
+    # Their counts are the dataset steps' own; what they spent in the read stage is theirs too.
+    for k, step in enumerate(annotators):
+        ctx.stats.step(step.name).seconds += seconds[1 + len(steps) + k]

@@ -24,7 +24,9 @@ class ReadConfig(StrictModel):
         default_factory=lambda: ["utf-8"],
         description="Tried in order after a BOM and an HTML/XML declared charset",
     )
-    files_per_task: int = Field(32, ge=1, description="Files read by one Ray task")
+    files_per_task: int | None = Field(
+        None, ge=1, description="Files read by one Ray task; null: about 4 tasks per CPU"
+    )
 
 
 class StepConfig(StrictModel):

@@ -3,7 +3,8 @@
 Both steps shuffle compact key rows (a hash, an id; never the text) with Ray tasks
 (shuffle.py), so each reduce task sees every row of its keys and no process holds every
 hash or signature; only the ids to drop reach the driver. Kept rows are chosen by smallest
-id, so the result does not depend on block order, worker count or retries.
+id, so the result does not depend on block order, worker count or retries. The hashes and
+signatures are computed by annotate() inside the read stage, where the text already is.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from pipelines.documents.minhash import (
     signatures,
 )
 from pipelines.documents.shuffle import hash_shuffle
-from pipelines.documents.steps import DatasetStep, RunContext
-from pipelines.documents.text import content_hash
+from pipelines.documents.steps import DatasetStep, DocBatch, RunContext
+from pipelines.documents.text import tokens_digest
 from refinery.storage import write_text
 
 if TYPE_CHECKING:
@@ -49,22 +50,24 @@ def first_per_key(table: pa.Table, key: str) -> pa.Array:
     return pa.array(mask)
 
 
+# The columns the steps' annotate() adds to each kept document in the read stage.
+HASH, BANDS, SHINGLES = "_hash", "_bands", "_shingles"
 # Key rows of an empty block: the same schema as a full block's, so the reduce can concatenate.
 _NO_CONTENT_KEYS = pa.schema(
     [("partition", pa.int64()), ("hash", pa.string()), ("id", pa.string())]
 )
 _NO_BAND_ROWS = pa.schema([("partition", pa.int64()), ("band", pa.uint64()), ("id", pa.string())])
-_NO_SHINGLES = pa.schema([("id", pa.string()), ("_shingles", pa.list_(pa.uint64()))])
+_NO_SHINGLES = pa.schema([("id", pa.string()), (SHINGLES, pa.list_(pa.uint64()))])
 
 
 def _content_keys(table: pa.Table, partitions: int) -> pa.Table:
     if table.num_rows == 0:  # an empty block may have lost its columns upstream
         return _NO_CONTENT_KEYS.empty_table()
-    hashes = [content_hash(t) for t in table["text"].to_pylist()]
+    hashes = table[HASH].to_pylist()
     return pa.table(
         {
             "partition": pa.array([int(h[:8], 16) % partitions for h in hashes], pa.int64()),
-            "hash": pa.array(hashes, pa.string()),
+            "hash": table[HASH],
             "id": table["id"],
         }
     )
@@ -109,6 +112,9 @@ class ExactDedup(DatasetStep):
     def __init__(self, cfg: ExactDedupConfig) -> None:
         self.cfg = cfg
 
+    def annotate(self, batch: DocBatch) -> dict[str, pa.Array]:
+        return {HASH: pa.array(map(tokens_digest, batch.token_hashes), pa.string())}
+
     def apply(self, ds: Dataset, ctx: RunContext) -> Dataset:
         with ctx.stats.timed(self.name) as step:
             ds = ds.materialize()
@@ -118,25 +124,27 @@ class ExactDedup(DatasetStep):
             dropped = _column_ids(found, "id")
             step.rows_out += step.rows_in - len(dropped)
             step.dropped["duplicate"] += len(dropped)
-        return drop_rows(ds, dropped)
+        return drop_rows(ds, dropped, [HASH])
 
 
-def _with_signatures(table: pa.Table, cfg: MinHashConfig, banding: Banding) -> pa.Table:
-    """Adds each document's band keys and shingle hashes (kept for the exact check)."""
-    hashes = shingle_hashes(table["text"].to_pylist(), cfg.ngram)
+def signature_columns(
+    tokens: list[np.ndarray], cfg: MinHashConfig, banding: Banding
+) -> dict[str, pa.Array]:
+    """Each document's band keys, and its shingle hashes (kept for the exact check)."""
+    hashes = shingle_hashes(tokens, cfg.ngram)
     keys = band_keys(signatures(hashes, cfg.num_perm, cfg.seed), banding)
     bands = pa.FixedSizeListArray.from_arrays(pa.array(keys.reshape(-1)), banding.bands)
     offsets = np.concatenate([[0], np.cumsum([len(h) for h in hashes])]).astype(np.int32)
     flat = np.concatenate(hashes) if hashes else np.empty(0, np.uint64)
     shingles = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
-    return table.append_column("_bands", bands).append_column("_shingles", shingles)
+    return {BANDS: bands, SHINGLES: shingles}
 
 
 def _band_rows(table: pa.Table, partitions: int) -> pa.Table:
     """One row per document and band: (band key, id), partitioned by key."""
     if table.num_rows == 0:  # Ray Data passes empty blocks by the UDF that adds _bands
         return _NO_BAND_ROWS.empty_table()
-    bands = table["_bands"].combine_chunks()
+    bands = table[BANDS].combine_chunks()
     width = bands.type.list_size
     keys = bands.flatten().to_numpy()
     docs = np.repeat(np.arange(table.num_rows), width)
@@ -177,7 +185,7 @@ def _pairs(table: pa.Table) -> list[tuple[str, str]]:
 def _shingles_of(table: pa.Table, wanted: Any) -> pa.Table:
     if table.num_rows == 0:
         return _NO_SHINGLES.empty_table()
-    return table.filter(_id_mask(table, wanted)).select(["id", "_shingles"])
+    return table.filter(_id_mask(table, wanted)).select(["id", SHINGLES])
 
 
 def _cluster_lines(clusters: dict[str, list[str]], pairs: set[tuple[str, str]]) -> str:
@@ -203,6 +211,9 @@ class MinHashDedup(DatasetStep):
         else:
             self.banding = choose_banding(cfg.threshold, cfg.num_perm)
 
+    def annotate(self, batch: DocBatch) -> dict[str, pa.Array]:
+        return signature_columns(batch.token_hashes, self.cfg, self.banding)
+
     def candidate_pairs(self, ds: Dataset) -> set[tuple[str, str]]:
         """Pairs sharing a band; only the pairs (not signatures) reach the driver."""
         keys = partial(_band_rows, partitions=self.cfg.partitions)
@@ -218,23 +229,19 @@ class MinHashDedup(DatasetStep):
         found = ds.map_batches(_shingles_of, fn_kwargs={"wanted": wanted}, batch_format="pyarrow")
         sets = {}
         for batch in found.iter_batches(batch_format="pyarrow", batch_size=None):
-            for doc_id, hashes in zip(batch["id"].to_pylist(), batch["_shingles"], strict=True):
+            for doc_id, hashes in zip(batch["id"].to_pylist(), batch[SHINGLES], strict=True):
                 sets[doc_id] = hashes.values.to_numpy()
         threshold = self.cfg.threshold
         return {(a, b) for a, b in pairs if jaccard_sorted(sets[a], sets[b]) >= threshold}
 
     def apply(self, ds: Dataset, ctx: RunContext) -> Dataset:
         with ctx.stats.timed(self.name) as step:
-            ds = ds.map_batches(
-                _with_signatures,
-                fn_kwargs={"cfg": self.cfg, "banding": self.banding},
-                batch_format="pyarrow",
-            ).materialize()
+            ds = ds.materialize()
             step.rows_in += ds.count()
             pairs = self.candidate_pairs(ds)
             confirmed = self.verify(ds, pairs) if self.cfg.verify and pairs else pairs
             dropped, clusters = duplicates(confirmed)
-            out = drop_rows(ds, dropped, ["_bands", "_shingles"]).materialize()
+            out = drop_rows(ds, dropped, [BANDS, SHINGLES]).materialize()
             step.rows_out += out.count()
             step.dropped["near_duplicate"] += len(dropped)
         write_text(f"{ctx.output}/near_duplicates.jsonl", _cluster_lines(clusters, confirmed))

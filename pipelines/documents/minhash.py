@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 from datasketch import MinHash
-
-from pipelines.documents.text import dedup_tokens
 
 
 def p_candidate(s: float, bands: int, rows: int) -> float:
@@ -54,23 +51,12 @@ def choose_banding(threshold: float, num_perm: int, min_recall: float = 0.9) -> 
     return best
 
 
-def shingle_hashes(texts: list[str], n: int) -> list[np.ndarray]:
-    """Per text: the sorted distinct 64-bit hashes of its word n-grams (the n-grams of
-    text.shingles). Each distinct token of the batch is hashed once; an n-gram's hash is a
+def shingle_hashes(tokens: list[np.ndarray], n: int) -> list[np.ndarray]:
+    """Per document: the sorted distinct 64-bit hashes of its word n-grams (the n-grams of
+    text.shingles), from its token hashes (text.token_hashes). An n-gram's hash is a
     polynomial of its tokens' hashes computed in numpy, so no n-gram string is ever built,
     which is most of the per-document cost of shingling in Python."""
-    cache: dict[str, int] = {}
-    out = []
-    for text in texts:
-        tokens = dedup_tokens(text)
-        cache.update((t, _token_hash(t)) for t in set(tokens).difference(cache))
-        hashes = np.fromiter(map(cache.__getitem__, tokens), np.uint64, len(tokens))
-        out.append(np.unique(_ngram_hashes(hashes, n)))
-    return out
-
-
-def _token_hash(token: str) -> int:
-    return int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "little")
+    return [np.unique(_ngram_hashes(hashes, n)) for hashes in tokens]
 
 
 # Odd 64-bit multiplier (golden ratio) for polynomial hashes; numpy wraps modulo 2^64.

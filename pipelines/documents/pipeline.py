@@ -61,7 +61,7 @@ def run_pipeline(source: str, read: ReadConfig, steps: Sequence[Step], ctx: RunC
     files = list_files(source)
     if not files:
         raise FileNotFoundError(f"input {source!r}: no files")
-    ds = read_and_clean(files, read, doc_steps, ctx)
+    ds = read_and_clean(files, read, doc_steps, ctx, annotators=dataset_steps)
     for step in dataset_steps:
         ds = step.apply(ds, ctx)
     return ds.materialize()

@@ -12,8 +12,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
+import pyarrow as pa
+
+from pipelines.documents.text import token_hashes
 from refinery.config import RuntimeConfig
 from refinery.runstats import RunStats
 
@@ -71,7 +76,29 @@ class RunContext:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+class DocBatch:
+    """The kept documents of one read block, with the forms of their text that more than one
+    dataset step derives its columns from, each computed at most once."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+
+    @cached_property
+    def texts(self) -> list[str]:
+        return self.table["text"].to_pylist()
+
+    @cached_property
+    def token_hashes(self) -> list[np.ndarray]:
+        return token_hashes(self.texts)
+
+
 class DatasetStep(Step):
+    def annotate(self, batch: DocBatch) -> dict[str, pa.Array]:
+        """Columns this step needs per document (a hash, a signature), computed for the kept
+        documents inside the read stage, while their text is in memory: the step then needs
+        no pass of its own over the text. The default adds none."""
+        return {}
+
     @abstractmethod
     def apply(self, ds: Dataset, ctx: RunContext) -> Dataset:
         """The dataset after this step; records its counts in ctx.stats.step(self.name)."""

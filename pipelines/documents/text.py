@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Iterable
+
+import numpy as np
 
 _DEDUP_TOKEN = re.compile(r"\w+")
 _HSPACE = re.compile(r"[^\S\n]+")
@@ -27,9 +30,30 @@ def dedup_tokens(text: str) -> list[str]:
     return _DEDUP_TOKEN.findall(unicodedata.normalize("NFKC", text).lower())
 
 
+def token_hashes(texts: Iterable[str]) -> list[np.ndarray]:
+    """Per text: a 64-bit hash of each of its dedup tokens, in order (uint64). Each distinct
+    token of the batch is hashed once; both dedup steps work on these arrays."""
+    cache: dict[str, int] = {}
+    out = []
+    for text in texts:
+        tokens = dedup_tokens(text)
+        cache.update((t, _token_hash(t)) for t in set(tokens).difference(cache))
+        out.append(np.fromiter(map(cache.__getitem__, tokens), np.uint64, len(tokens)))
+    return out
+
+
+def _token_hash(token: str) -> int:
+    return int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "little")
+
+
+def tokens_digest(hashes: np.ndarray) -> str:
+    """Hash of a token-hash sequence: what exact dedup compares."""
+    return hashlib.blake2b(hashes.tobytes(), digest_size=16).hexdigest()
+
+
 def content_hash(text: str) -> str:
     """Hash of the normalised tokens: equal across case, spacing and punctuation changes."""
-    return hashlib.blake2b(" ".join(dedup_tokens(text)).encode(), digest_size=16).hexdigest()
+    return tokens_digest(token_hashes([text])[0])
 
 
 def shingles(text: str, n: int) -> set[bytes]:

@@ -16,6 +16,7 @@ def test_empty_blocks_give_empty_rows_of_the_full_schema(block: pa.Table) -> Non
         {
             "id": ["a"],
             "text": ["some text"],
+            "_hash": ["0123456789abcdef0123456789abcdef"],
             "_bands": pa.FixedSizeListArray.from_arrays(pa.array([1, 2], pa.uint64()), 2),
         }
     )

@@ -36,7 +36,7 @@ from pipelines.documents.minhash import (
 )
 from pipelines.documents.pipeline import build_steps, split_steps
 from pipelines.documents.read import decode, list_files, read_file
-from pipelines.documents.text import content_hash, jaccard, normalize, shingles
+from pipelines.documents.text import content_hash, jaccard, normalize, shingles, token_hashes
 from refinery.config import ConfigError, load_job_config
 from refinery.embedding import resolve_model_path
 
@@ -138,7 +138,7 @@ def test_banding_math() -> None:
 def test_signatures_agree_with_exact_jaccard_and_band_keys() -> None:
     base = " ".join(f"w{i}" for i in range(400))
     edited = base.replace("w100 ", "x100 ").replace("w300 ", "x300 ")
-    hashes = shingle_hashes([base, edited, base, "two words"], 5)
+    hashes = shingle_hashes(token_hashes([base, edited, base, "two words"]), 5)
     # The same n-grams as text.shingles, hashed: equal sizes, equal exact Jaccard.
     assert [len(h) for h in hashes] == [len(shingles(t, 5)) for t in (base, edited, base)] + [1]
     truth = jaccard(shingles(base, 5), shingles(edited, 5))

@@ -1,0 +1,59 @@
+"""The fused read stage without Ray: doc steps, then the dataset steps' per-document columns
+(annotate) for kept documents only, and the read task size."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from pipelines.documents.clean import MAX_FILES_PER_TASK, files_per_task, run_doc_steps
+from pipelines.documents.config import ExactDedupConfig, LengthFilterConfig, MinHashConfig
+from pipelines.documents.dedup import BANDS, HASH, SHINGLES, ExactDedup, MinHashDedup
+from pipelines.documents.filters import LengthFilter
+from pipelines.documents.minhash import shingle_hashes
+from pipelines.documents.read import SCHEMA
+from pipelines.documents.steps import DocBatch
+from pipelines.documents.text import content_hash, token_hashes
+
+LONG = "Every kept document gets a hash and band keys computed next to its text. " * 3
+
+
+def _block(texts: list[str | None]) -> pa.Table:
+    rows = [
+        {"id": f"d{i}", "doc_id": f"d{i}", "text": t, "source": "f", "format": "text"}
+        if t is not None
+        else {"source": "bad", "error": "undecodable", "detail": "x", "text": "raw"}
+        for i, t in enumerate(texts)
+    ]
+    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    return table.append_column("_seconds", pa.array([[0.5]] + [None] * (len(rows) - 1)))
+
+
+def test_kept_documents_get_the_dataset_steps_columns_and_marked_rows_nulls() -> None:
+    exact, near = ExactDedup(ExactDedupConfig()), MinHashDedup(MinHashConfig())
+    steps = [LengthFilter(LengthFilterConfig(min_chars=100))]
+    out = run_doc_steps(_block([LONG, "too short", None, LONG.upper()]), steps, [exact, near])
+    rows = {r["id"] or r["source"]: r for r in out.to_pylist()}
+    assert rows["d0"][HASH] == content_hash(LONG) == rows["d3"][HASH]  # case-insensitive
+    assert rows["d0"][SHINGLES] == shingle_hashes(token_hashes([LONG]), 5)[0].tolist()
+    assert len(rows["d0"][BANDS]) == near.banding.bands
+    for dropped in (rows["d1"], rows["bad"]):
+        assert dropped[HASH] is None and dropped[BANDS] is None and dropped[SHINGLES] is None
+    assert rows["d1"]["_drop_rule"] == "too_short" and rows["bad"]["error"] == "undecodable"
+    # The batch's seconds: read, one doc step, then one per annotating step.
+    assert len(next(s for s in out["_seconds"].to_pylist() if s)) == 4
+
+
+def test_a_batch_tokenises_once_for_every_step() -> None:
+    batch = DocBatch(pa.table({"text": [LONG, "other words here"]}))
+    assert batch.token_hashes is batch.token_hashes
+    empty = ExactDedup(ExactDedupConfig()).annotate(
+        DocBatch(pa.table({"text": pa.array([], pa.string())}))
+    )
+    assert len(empty[HASH]) == 0
+
+
+def test_read_tasks_are_a_few_per_cpu_within_bounds() -> None:
+    assert files_per_task(1590, 2) == 199  # 8 tasks
+    assert files_per_task(10, 2) == 2
+    assert files_per_task(3, 64) == 1
+    assert files_per_task(10_000_000, 64) == MAX_FILES_PER_TASK
