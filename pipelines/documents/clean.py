@@ -7,6 +7,7 @@ block, summed on the driver, so retries and worker counts cannot skew them.
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import time
@@ -17,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.documents.config import ReadConfig
-from pipelines.documents.read import read_batch
+from pipelines.documents.read import InputFile, read_batch
 from pipelines.documents.steps import DatasetStep, DocBatch, DocStep, RunContext
 from refinery.storage import write_text
 
@@ -129,6 +130,18 @@ def _kept(table: pa.Table) -> pa.Table:
     return table.filter(_is_kept(table)).drop_columns(MARKS)
 
 
+def read_groups(files: list[InputFile], tasks: int) -> list[list[str]]:
+    """The files in `tasks` groups of about equal bytes, heaviest group first: each file, the
+    largest first, joins the lightest group, so the read tasks end together instead of one
+    large group running on alone while the other CPUs idle."""
+    groups: list[tuple[int, int, list[str]]] = [(0, i, []) for i in range(tasks)]
+    for f in sorted(files, key=lambda f: (-f.size, f.path)):
+        total, i, paths = heapq.heappop(groups)
+        paths.append(f.path)
+        heapq.heappush(groups, (total + f.size, i, paths))
+    return [sorted(paths) for _, _, paths in sorted(groups, key=lambda g: (-g[0], g[1])) if paths]
+
+
 def files_per_task(files: int, cpus: float) -> int:
     """About TASKS_PER_CPU read tasks per CPU, within [1, MAX_FILES_PER_TASK] files each:
     every later pass (side rows, dedup shuffles, chunk) runs one task per block, and on a
@@ -137,7 +150,7 @@ def files_per_task(files: int, cpus: float) -> int:
 
 
 def read_and_clean(
-    files: list[str],
+    files: list[InputFile],
     cfg: ReadConfig,
     steps: list[DocStep],
     ctx: RunContext,
@@ -151,10 +164,9 @@ def read_and_clean(
     per_task = cfg.files_per_task or files_per_task(
         len(files), ray.cluster_resources().get("CPU", 1)
     )
+    groups = read_groups(files, math.ceil(len(files) / per_task))
     marked = (
-        ray.data.from_items(
-            [{"path": f} for f in files], override_num_blocks=math.ceil(len(files) / per_task)
-        )
+        ray.data.from_items([{"paths": g} for g in groups], override_num_blocks=len(groups))
         .map_batches(read_timed, fn_kwargs={"cfg": cfg}, batch_size=None)
         .map_batches(
             run_doc_steps,
@@ -197,7 +209,7 @@ def _quarantine_line(row: dict[str, Any]) -> dict[str, Any]:
 
 def _record(
     totals: dict[str, Any],
-    files: list[str],
+    files: list[InputFile],
     steps: list[DocStep],
     annotators: list[DatasetStep],
     ctx: RunContext,

@@ -12,6 +12,7 @@ import fnmatch
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -52,8 +53,14 @@ _DECLARED = re.compile(rb"""(?:charset|encoding)\s*=\s*["']?([A-Za-z0-9_.:-]+)""
 RAW_CHARS = 500
 
 
-def list_files(path: str) -> list[str]:
-    """Every file under a directory, matching a glob, or the one file; sorted, as URIs or paths."""
+@dataclass(frozen=True, order=True)
+class InputFile:
+    path: str  # as a URI, or a local path
+    size: int  # bytes (0 where the filesystem does not say)
+
+
+def list_files(path: str) -> list[InputFile]:
+    """Every file under a directory, matching a glob, or the one file; sorted by path."""
     fs, inner = resolve(path)
     prefix = path.split("://", 1)[0] + "://" if is_uri(path) else ""
     match = _GLOB.search(inner)
@@ -62,14 +69,18 @@ def list_files(path: str) -> list[str]:
     if info.type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"input {path!r}: not found")
     if info.type == pafs.FileType.File:
-        files = [base]
+        infos = [info]
     else:
         selector = pafs.FileSelector(base, recursive=True)
-        files = [f.path for f in fs.get_file_info(selector) if f.type == pafs.FileType.File]
+        infos = [f for f in fs.get_file_info(selector) if f.type == pafs.FileType.File]
     if match:
-        files = [f for f in files if fnmatch.fnmatch(f, inner)]
-    hidden = [f for f in files if any(p.startswith(".") for p in f[len(base) :].split("/"))]
-    return sorted(prefix + f for f in files if f not in hidden)
+        infos = [f for f in infos if fnmatch.fnmatch(f.path, inner)]
+    visible = [f for f in infos if not _hidden(f.path[len(base) :])]
+    return sorted(InputFile(prefix + f.path, f.size or 0) for f in visible)
+
+
+def _hidden(relative: str) -> bool:
+    return any(part.startswith(".") for part in relative.split("/"))
 
 
 def file_format(path: str) -> str | None:
@@ -103,8 +114,8 @@ def _try(data: bytes, codec: str) -> str | None:
 
 
 def read_batch(batch: dict[str, Any], cfg: ReadConfig) -> pa.Table:
-    """Ray map_batches function: a batch of file paths -> their document and quarantine rows."""
-    rows = [row for path in batch["path"] for row in read_file(str(path), cfg)]
+    """Ray map_batches function: groups of file paths -> their document and quarantine rows."""
+    rows = [row for group in batch["paths"] for path in group for row in read_file(str(path), cfg)]
     return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 

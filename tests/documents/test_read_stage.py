@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from pipelines.documents.clean import MAX_FILES_PER_TASK, files_per_task, run_doc_steps
+from pipelines.documents.clean import MAX_FILES_PER_TASK, files_per_task, read_groups, run_doc_steps
 from pipelines.documents.config import ExactDedupConfig, LengthFilterConfig, MinHashConfig
 from pipelines.documents.dedup import BANDS, HASH, SHINGLES, ExactDedup, MinHashDedup
 from pipelines.documents.filters import LengthFilter
 from pipelines.documents.minhash import shingle_hashes
-from pipelines.documents.read import SCHEMA
+from pipelines.documents.read import SCHEMA, InputFile
 from pipelines.documents.steps import DocBatch
 from pipelines.documents.text import content_hash, token_hashes
 
@@ -57,3 +57,14 @@ def test_read_tasks_are_a_few_per_cpu_within_bounds() -> None:
     assert files_per_task(10, 2) == 2
     assert files_per_task(3, 64) == 1
     assert files_per_task(10_000_000, 64) == MAX_FILES_PER_TASK
+
+
+def test_read_groups_balance_bytes_heaviest_first() -> None:
+    sizes = [100, 90, 10, 10, 10, 10, 10, 10, 40, 50]
+    files = [InputFile(f"f{i:02d}", size) for i, size in enumerate(sizes)]
+    groups = read_groups(files, 3)
+    by_path = {f.path: f.size for f in files}
+    totals = [sum(by_path[p] for p in g) for g in groups]
+    assert sorted(p for g in groups for p in g) == [f.path for f in files]
+    assert totals == sorted(totals, reverse=True) and max(totals) - min(totals) <= 10
+    assert read_groups(files[:2], 5) == [["f00"], ["f01"]]  # no empty groups
