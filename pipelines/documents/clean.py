@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.documents.config import ReadConfig
-from pipelines.documents.read import InputFile, read_batch
-from pipelines.documents.steps import DatasetStep, DocBatch, DocStep, RunContext
+from pipelines.documents.read import SCHEMA, InputFile, read_batch
+from pipelines.documents.steps import DatasetStep, Doc, DocBatch, DocStep, RunContext
 from refinery.storage import write_text
 
 if TYPE_CHECKING:
@@ -30,30 +30,34 @@ TASKS_PER_CPU = 4
 MAX_FILES_PER_TASK = 256
 
 
-def read_timed(batch: dict[str, Any], cfg: ReadConfig) -> pa.Table:
+def process_files(
+    batch: dict[str, Any], cfg: ReadConfig, steps: list[DocStep], annotators: list[DatasetStep]
+) -> pa.Table:
+    """Ray map_batches function: read a block's files, run the document steps on them, add
+    the annotators' columns; one table built once, with every row marked and timed."""
     t0 = time.perf_counter()
-    table = read_batch(batch, cfg)
-    return _with_seconds(table, [time.perf_counter() - t0])
+    docs = read_batch(batch, cfg)
+    read_seconds = time.perf_counter() - t0
+    table, seconds = run_doc_steps(docs, steps, annotators)
+    return _with_seconds(table, [read_seconds, *seconds])
 
 
 def _with_seconds(table: pa.Table, seconds: list[float]) -> pa.Table:
     # The batch's time rides on its first row, so a column sum is the stage's total.
     column = [seconds] + [None] * (table.num_rows - 1) if table.num_rows else []
-    if "_seconds" in table.column_names:
-        table = table.drop_columns(["_seconds"])
     return table.append_column("_seconds", pa.array(column, pa.list_(pa.float64())))
 
 
-def run_doc_steps(table: pa.Table, steps: list[DocStep], annotators: list[DatasetStep]) -> pa.Table:
-    """Apply the steps in order to the batch's documents; a dropped document keeps its id
+def run_doc_steps(
+    docs: list[Doc], steps: list[DocStep], annotators: list[DatasetStep]
+) -> tuple[pa.Table, list[float]]:
+    """Apply the steps in order to the documents (read rows); a dropped document keeps its id
     and source, loses its text, and names the step (index) and rule that dropped it. Kept
-    documents then get the per-document columns of the dataset steps (`annotators`)."""
-    docs = table.to_pylist()
-    # A batch may hold several read batches, each with its time on its first row.
-    read_seconds = [sum(row[0] for row in table["_seconds"].to_pylist() if row)]
+    documents then get the per-document columns of the dataset steps (`annotators`). The
+    table, and the seconds of each step then each annotator."""
     drop_step: list[int | None] = [None] * len(docs)
     drop_rule: list[str | None] = [None] * len(docs)
-    alive = [i for i, doc in enumerate(docs) if doc["error"] is None]
+    alive = [i for i, doc in enumerate(docs) if doc.get("error") is None]
     seconds = []
     for k, step in enumerate(steps):
         t0 = time.perf_counter()
@@ -66,11 +70,11 @@ def run_doc_steps(table: pa.Table, steps: list[DocStep], annotators: list[Datase
                 drop_step[i], drop_rule[i], docs[i]["text"] = k, rule, ""
         alive = kept
         seconds.append(time.perf_counter() - t0)
-    out = pa.Table.from_pylist(docs, schema=table.schema)
+    out = pa.Table.from_pylist(docs, schema=SCHEMA)
     out = out.append_column("_drop_step", pa.array(drop_step, pa.int32()))
     out = out.append_column("_drop_rule", pa.array(drop_rule, pa.string()))
     out, annotate_seconds = _annotate(out, annotators)
-    return _with_seconds(out, read_seconds + seconds + annotate_seconds)
+    return out, seconds + annotate_seconds
 
 
 def _annotate(table: pa.Table, steps: list[DatasetStep]) -> tuple[pa.Table, list[float]]:
@@ -167,11 +171,9 @@ def read_and_clean(
     groups = read_groups(files, math.ceil(len(files) / per_task))
     marked = (
         ray.data.from_items([{"paths": g} for g in groups], override_num_blocks=len(groups))
-        .map_batches(read_timed, fn_kwargs={"cfg": cfg}, batch_size=None)
         .map_batches(
-            run_doc_steps,
-            fn_kwargs={"steps": steps, "annotators": annotators},
-            batch_format="pyarrow",
+            process_files,
+            fn_kwargs={"cfg": cfg, "steps": steps, "annotators": annotators},
             batch_size=None,
         )
         .materialize()

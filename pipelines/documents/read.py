@@ -113,10 +113,9 @@ def _try(data: bytes, codec: str) -> str | None:
         return None
 
 
-def read_batch(batch: dict[str, Any], cfg: ReadConfig) -> pa.Table:
-    """Ray map_batches function: groups of file paths -> their document and quarantine rows."""
-    rows = [row for group in batch["paths"] for path in group for row in read_file(str(path), cfg)]
-    return pa.Table.from_pylist(rows, schema=SCHEMA)
+def read_batch(batch: dict[str, Any], cfg: ReadConfig) -> list[dict[str, Any]]:
+    """A block of file-path groups -> their document and quarantine rows."""
+    return [row for group in batch["paths"] for path in group for row in read_file(str(path), cfg)]
 
 
 def read_file(path: str, cfg: ReadConfig) -> Iterator[dict[str, Any]]:
