@@ -107,20 +107,20 @@ def _fast_table(data: bytes, found: scanner.Scan) -> pa.Table:
             column = pa.array(found.integers[f], KNOWN_TYPES[name], mask=mask)
         columns[name] = column
     table = pa.table(columns)
-    has = found.has_extras
-    if not has.any():
+    if not len(found.extras):
         return table
     extras = _extras_table(found.extras)
-    # Row r of the table takes extras row (number of earlier rows with extras), or nulls.
-    index = pa.array(np.cumsum(has) - 1, mask=~has)
+    # Row r of the table takes extras row extra_lines[r], or nulls where it has no extras.
+    lines = found.extra_lines
+    index = pa.array(lines, mask=lines < 0)
     for name in extras.column_names:
         table = table.append_column(name, extras[name].take(index))
     return table
 
 
 def _extras_table(lines: np.ndarray) -> pa.Table:
-    """The extra fields, one validated `{...}` line per row: pyarrow.json types them; where
-    it cannot (a type clash, a key twice), json.loads and the validator's inference do."""
+    """The extra fields, validated `{...}` lines: pyarrow.json types them; where it cannot
+    (a type clash, a key twice), json.loads and the validator's inference do."""
     data = lines.tobytes()
     try:
         options = pj.ReadOptions(use_threads=False, block_size=len(data) + 1)

@@ -19,7 +19,9 @@ Numba compiles this on first use and caches the machine code in __pycache__ (cac
 about 30 s of CPU once per checkout, then a fraction of a second per process.
 
 Extra fields of FAST lines are copied, as `{"key": value, ...}` lines, into a small side
-buffer that pyarrow.json then types (extras are few and unknown in advance).
+buffer that pyarrow.json then types (extras are few and unknown in advance). A line of
+extras is kept once: rows with the same extras (`"region": "eu-west"`) share it, so
+pyarrow.json reads a few lines, not one per row.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ _MAX_DIGITS = 18  # digits that always fit an int64
 # a handful); lines past that go to the validator.
 MAX_DISTINCT = 1 << 13
 _SLOT_BITS = 14  # hash slots per field: twice MAX_DISTINCT keeps probes short
+_SEP_WORDS = 3  # the longest separator learned: 24 bytes, `, "tokens_output": ` and more
+_END = -1  # the field _connective gives for the end of the object
 _POW10 = np.array([10.0**k for k in range(23)])  # exact doubles: Clinger's fast path
 _NULL, _TRUE, _FALSE = (np.frombuffer(w, np.uint8).copy() for w in (b"null", b"true", b"false"))
 _ESCAPES = np.zeros(256, np.bool_)  # what may follow a backslash, \u aside
@@ -59,6 +63,12 @@ _QUOTES = _ONES * np.uint64(_QUOTE)
 _BACKSLASHES = _ONES * np.uint64(_BACKSLASH)
 _SPACES = _ONES * np.uint64(32)
 _ALL = ~np.uint64(0)
+_ZEROS = _ONES * np.uint64(48)
+_PAST_NINE = _ONES * np.uint64(0x80 - 58)
+_PAIRS = np.uint64(0x00FF00FF00FF00FF)
+_FOURS = np.uint64(0x0000FFFF0000FFFF)
+_EIGHTS = np.uint64(0x00000000FFFFFFFF)
+_POW10_INT = np.array([10**k for k in range(8)], np.int64)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing
 
 
@@ -74,8 +84,8 @@ class Scan(NamedTuple):
     # string fields as codes into their dictionary
     dictionaries: np.ndarray  # int64 [field, code, 2]: byte range of each distinct string
     distinct: np.ndarray  # int64 [field]: codes used
-    extras: np.ndarray  # uint8: one `{...}` line per row that has extra fields
-    has_extras: np.ndarray  # bool per row
+    extras: np.ndarray  # uint8: `{...}` lines of extra fields, each distinct one once
+    extra_lines: np.ndarray  # int32 per row: its line in `extras`, -1 if it has no extras
 
 
 def scan(data: bytes, names: list[bytes], kinds: list[int]) -> Scan:
@@ -83,24 +93,11 @@ def scan(data: bytes, names: list[bytes], kinds: list[int]) -> Scan:
     buf = np.frombuffer(data, np.uint8)
     key_bytes = np.frombuffer(b"".join(names), np.uint8)
     key_ends = np.cumsum([len(n) for n in names]).astype(np.int64)
-    key_words, key_masks = _key_words(names)
-    return Scan(*_scan(buf, key_bytes, key_ends, key_words, key_masks, np.array(kinds, np.int8)))
-
-
-def _key_words(names: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """Each name with its closing quote as little-endian words [field, word], and masks of
-    the bytes that belong to it, to compare a key a word at a time."""
-    width = max((len(n) + 8) // 8 for n in names) * 8 if names else 8
-    words = np.zeros((len(names), width), np.uint8)
-    masks = np.zeros((len(names), width), np.uint8)
-    for f, name in enumerate(names):
-        words[f, : len(name) + 1] = np.frombuffer(name + b'"', np.uint8)
-        masks[f, : len(name) + 1] = 0xFF
-    return words.view("<u8"), masks.view("<u8")
+    return Scan(*_scan(buf, key_bytes, key_ends, np.array(kinds, np.int8)))
 
 
 @nb.njit(cache=True, nogil=True)
-def _scan(buf, key_bytes, key_ends, key_words, key_masks, kinds):
+def _scan(buf, key_bytes, key_ends, kinds):
     size = len(buf)
     lines = 1
     for i in range(size):
@@ -119,20 +116,37 @@ def _scan(buf, key_bytes, key_ends, key_words, key_masks, kinds):
     dictionaries = np.empty((n_fields, MAX_DISTINCT, 2), np.int64)
     distinct = np.zeros(n_fields, np.int64)
     extras = np.empty(len(buf) + 3 * lines, np.uint8)  # + `{`, `}`, LF per line
-    has_extras = np.zeros(lines, np.bool_)
-    # follows[f]: the field that came after field f on the last line (n_fields: an extra,
-    # n_fields + 1: the line start): logs repeat one key order, so it is the first guess.
+    extra_lines = np.empty(lines, np.int32)
+    # The lines of extras kept, interned like a string field's values: (slots, spans, count).
+    line_slots = np.zeros((1, 1 << _SLOT_BITS), np.int32)
+    line_spans = np.empty((1, MAX_DISTINCT, 2), np.int64)
+    interned = np.zeros(1, np.int64)
+    kept = 0
+    # Logs repeat one layout, so the bytes from the end of a value (or the line start) to the
+    # next value, `, "model": ` say, repeat too. Per slot (field f, n_fields for an extra,
+    # n_fields + 1 for the line start), the field that came next and those bytes, when that
+    # field is known and they fit 3 words: a line that repeats them is read without parsing
+    # them again (same bytes after the same kind of token, same parse).
     follows = np.full(n_fields + 2, -1, np.int64)
+    seps = np.zeros((n_fields + 2, _SEP_WORDS), np.uint64)
+    sep_sizes = np.zeros(n_fields + 2, np.int64)
     pos, line, row, out, blank, n_slow = 0, 0, 0, 0, 0, 0
     while pos < size:
         mark, stop = out, -1
         if pos < fast_end:
             stop, out = _line(
-                buf, pos, row, key_bytes, key_ends, key_words, key_masks, kinds, follows,
+                buf, pos, row, key_bytes, key_ends, kinds, follows, seps, sep_sizes,
                 valid, numbers, integers, slots, dictionaries, distinct, extras, out,
             )  # fmt: skip
         if stop >= 0:
-            has_extras[row] = out > mark
+            extra_lines[row] = -1
+            if out > mark:
+                code = _intern(extras, mark, out, 0, line_slots, line_spans, interned)
+                if 0 <= code < kept:  # seen before: drop this copy
+                    extra_lines[row], out = code, mark
+                else:  # new, or past MAX_DISTINCT lines: kept as it is
+                    extra_lines[row] = kept
+                    kept += 1
             row += 1
         else:  # blank, or not a line the fast path takes: find its end
             out, stop = mark, pos
@@ -149,7 +163,7 @@ def _scan(buf, key_bytes, key_ends, key_words, key_masks, kinds):
         pos = stop + 1
     return (
         line, blank, slow[:n_slow], valid[:, :row], numbers[:, :row], integers[:, :row],
-        dictionaries, distinct, extras[:out], has_extras[:row],
+        dictionaries, distinct, extras[:out], extra_lines[:row],
     )  # fmt: skip
 
 
@@ -191,81 +205,100 @@ def _skip_ws(buf, i):
 
 @nb.njit
 def _line(
-    buf, i, row, key_bytes, key_ends, key_words, key_masks, kinds, follows, valid, numbers,
+    buf, i, row, key_bytes, key_ends, kinds, follows, seps, sep_sizes, valid, numbers,
     integers, slots, dictionaries, distinct, extras, out,
 ):  # fmt: skip
     """One line from i into `row`: (index of its LF, extras written up to), or (-1, out)
     where the fast path does not take it."""
-    if buf[i] == 0xEF and buf[i + 1] == 0xBB and buf[i + 2] == 0xBF:
-        i += 3  # a UTF-8 byte order mark, as some Windows tools write: not part of the line
-    i = _skip_ws(buf, i)
-    if buf[i] != _OPEN:  # blank lines too: the caller tells them from bad ones
-        return -1, out
-    i = _skip_ws(buf, i + 1)
-    first_extra = True
-    previous = len(kinds) + 1
-    if buf[i] == _CLOSE:
-        i += 1
-    else:
-        while True:
-            if buf[i] != _QUOTE:
+    extra = len(kinds)
+    previous, mark = extra + 1, out
+    while True:
+        field, size = follows[previous], sep_sizes[previous]
+        if size and _repeats(buf, i, seps, previous, size):
+            i = _skip_ws(buf, i + size)  # it was learned perhaps cut short by a LF
+        else:
+            start = i
+            i, field, key = _connective(buf, i, previous, field, key_bytes, key_ends)
+            if i < 0:
                 return -1, out
-            key_start = i
-            field = follows[previous]
-            if 0 <= field < len(kinds) and _is_key(buf, i + 1, key_words, key_masks, field):
-                i += key_ends[field] - (key_ends[field - 1] if field else 0) + 2
-            else:
-                i, escaped = _string(buf, i)
-                if i < 0 or escaped:
-                    return -1, out
-                field = _field(buf, key_start + 1, i - 1, key_bytes, key_ends)
-            follows[previous] = field if field >= 0 else len(kinds)
-            previous = follows[previous]
-            i = _skip_ws(buf, i)
-            if buf[i] != _COLON:
-                return -1, out
-            i = _skip_ws(buf, i + 1)
-            if field < 0:
-                i = _extra(buf, i)
-                if i < 0:
-                    return -1, out
-                out = _copy_extra(buf, key_start, i, extras, out, first_extra)
-                first_extra = False
-            else:
-                i = _known(
-                    buf, i, field, kinds[field], row, valid, numbers, integers,
-                    slots, dictionaries, distinct,
-                )  # fmt: skip
-                if i < 0:
-                    return -1, out
-            i = _skip_ws(buf, i)
-            if buf[i] == _COMMA:
-                i = _skip_ws(buf, i + 1)
-            elif buf[i] == _CLOSE:
-                i += 1
+            if field == _END:
                 break
-            else:
-                return -1, out
-    if not first_extra:
+            follows[previous] = field
+            sep_sizes[previous] = _learn(buf, start, i, seps, previous) if field < extra else 0
+        if field < extra:
+            i = _known(
+                buf, i, field, kinds[field], row, valid, numbers, integers,
+                slots, dictionaries, distinct,
+            )  # fmt: skip
+        else:
+            end = _extra(buf, i)
+            if end >= 0:
+                out = _copy_extra(buf, key, end, extras, out, out == mark)
+            i = end
+        if i < 0:
+            return -1, out
+        previous = field
+    if out > mark:
         extras[out] = _CLOSE
         extras[out + 1] = _LF
         out += 2
     i = _skip_ws(buf, i)
-    if buf[i] != _LF:
-        return -1, out
-    return i, out
+    return (i if buf[i] == _LF else -1), out
+
+
+@nb.njit
+def _connective(buf, i, previous, guess, key_bytes, key_ends):
+    """What joins a value (or the line start) to the next value: (where the value starts,
+    its field, where its key starts), (after the `}`, _END, 0) at the end of the object, or
+    (-1, 0, 0) if it is not valid JSON."""
+    if previous == len(key_ends) + 1:  # the line start
+        if buf[i] == 0xEF and buf[i + 1] == 0xBB and buf[i + 2] == 0xBF:
+            i += 3  # a UTF-8 byte order mark, as some Windows tools write: not part of the line
+        i = _skip_ws(buf, i)
+        if buf[i] != _OPEN:  # blank lines too: the caller tells them from bad ones
+            return -1, 0, 0
+        i = _skip_ws(buf, i + 1)
+        if buf[i] == _CLOSE:
+            return i + 1, _END, 0
+    else:
+        i = _skip_ws(buf, i)
+        if buf[i] == _CLOSE:
+            return i + 1, _END, 0
+        if buf[i] != _COMMA:
+            return -1, 0, 0
+        i = _skip_ws(buf, i + 1)
+    if buf[i] != _QUOTE:
+        return -1, 0, 0
+    key = i
+    i, escaped = _string(buf, i)
+    if i < 0 or escaped:
+        return -1, 0, 0
+    field = _field(buf, key + 1, i - 1, key_bytes, key_ends, guess)
+    i = _skip_ws(buf, i)
+    if buf[i] != _COLON:
+        return -1, 0, 0
+    return _skip_ws(buf, i + 1), field, key
 
 
 @nb.njit(inline="always")
-def _is_key(buf, i, key_words, key_masks, field):
-    """Whether the key string from i (after its quote) is exactly known field `field`."""
-    for k in range(key_words.shape[1]):
-        mask = key_masks[field, k]
-        if not mask:
-            break
-        if _word(buf, i + 8 * k) & mask != key_words[field, k]:
+def _repeats(buf, i, seps, slot, size):
+    """Whether buf from i starts with the `size` bytes of seps[slot]."""
+    # seps[slot, k], not a row view: a view costs two reference count updates
+    for k in range(0, size, 8):
+        if (_word(buf, i + k) ^ seps[slot, k >> 3]) & _low_bytes(min(size - k, 8)):
             return False
     return True
+
+
+@nb.njit
+def _learn(buf, start, end, seps, slot):
+    """Keep buf[start:end] in seps[slot] if it fits: its size, or 0."""
+    size = end - start
+    if size > 8 * _SEP_WORDS:
+        return 0
+    for k in range(_SEP_WORDS):
+        seps[slot, k] = _word(buf, start + 8 * k) & _low_bytes(min(max(size - 8 * k, 0), 8))
+    return size
 
 
 @nb.njit
@@ -278,20 +311,26 @@ def _copy_extra(buf, start, end, extras, out, first):
 
 
 @nb.njit
-def _field(buf, start, end, key_bytes, key_ends):
-    """Index of the known field named buf[start:end], or -1 for an extra field."""
-    begin = 0
+def _field(buf, start, end, key_bytes, key_ends, guess):
+    """Index of the known field named buf[start:end] (`guess` tried first), or the number
+    of known fields for an extra field."""
+    if 0 <= guess < len(key_ends) and _is_name(buf, start, end, key_bytes, key_ends, guess):
+        return guess
     for f in range(len(key_ends)):
-        if key_ends[f] - begin == end - start:
-            same = True
-            for k in range(end - start):
-                if buf[start + k] != key_bytes[begin + k]:
-                    same = False
-                    break
-            if same:
-                return f
-        begin = key_ends[f]
-    return -1
+        if _is_name(buf, start, end, key_bytes, key_ends, f):
+            return f
+    return len(key_ends)
+
+
+@nb.njit(inline="always")
+def _is_name(buf, start, end, key_bytes, key_ends, f):
+    begin = key_ends[f - 1] if f else 0
+    if key_ends[f] - begin != end - start:
+        return False
+    k = 0
+    while k < end - start and buf[start + k] == key_bytes[begin + k]:
+        k += 1
+    return k == end - start
 
 
 @nb.njit(inline="always")
@@ -356,10 +395,10 @@ def _extra(buf, i):
 def _intern(buf, start, end, field, slots, dictionaries, distinct):
     """The dictionary code of the string buf[start:end] for `field`, adding it if new."""
     length = end - start
-    # Hash the first and last 8 bytes and the length: the values are few, a probe compares.
-    head = _word(buf, start) & _low_bytes(min(length, 8))
-    tail = _word(buf, end - 8) if length > 8 else head
-    h = ((head * _GOLDEN) ^ tail ^ np.uint64(length)) * _GOLDEN
+    # Every byte counts: values alike at both ends (ids, lines of extras) must not collide.
+    h = np.uint64(length)
+    for k in range(0, length, 8):
+        h = (h ^ (_word(buf, start + k) & _low_bytes(min(length - k, 8)))) * _GOLDEN
     slot = np.int64(h >> np.uint64(64 - _SLOT_BITS))
     mask = (1 << _SLOT_BITS) - 1
     while True:
@@ -490,6 +529,48 @@ def _utf8(buf, i):
 def _number(buf, i):
     """A JSON number from i: (end, |mantissa|, power of ten, integral, exact); end -1 if
     invalid. exact: the mantissa has at most 18 significant digits."""
+    # The usual shape, up to 7 digits and a fraction of up to 7, a word each; any other (more
+    # digits, an exponent, a leading zero, an error) is left to the byte loop.
+    j = i + 1 if buf[i] == 45 else i
+    word = _word(buf, j)
+    n = _digit_run(word)
+    if 0 < n < 8 and (n == 1 or buf[j] != 48):
+        mantissa = _digits_value(word, n)
+        j += n
+        if buf[j] == 46:
+            word = _word(buf, j + 1)
+            m = _digit_run(word)
+            j += m + 1
+            if 0 < m < 8 and (buf[j] | 32) != 101:  # no exponent: e or E
+                return j, mantissa * _POW10_INT[m] + _digits_value(word, m), -m, False, True
+        elif (buf[j] | 32) != 101:
+            return j, mantissa, 0, True, True
+    return _number_bytes(buf, i)
+
+
+@nb.njit(inline="always")
+def _digit_run(word):
+    """How many of the lowest bytes of `word` are ASCII digits, in a row (8: all)."""
+    # A byte below '0' borrows (high bit set), one above '9' reaches 0x80 when 0x46 is added;
+    # carries and borrows only come from such bytes, so the lowest one found is exact.
+    others = ((word - _ZEROS) | (word + _PAST_NINE)) & _HIGHS
+    return np.int64(trailing_zeros(others) >> np.uint64(3))
+
+
+@nb.njit(inline="always")
+def _digits_value(word, n):
+    """The value of the n (1 to 8) ASCII digits in the lowest bytes of `word`."""
+    # Moved to the top bytes, zeros (leading zero digits) below them; the first digit is the
+    # lowest byte, so pairs, then fours, then all eight combine by multiply and shift.
+    word = (word - _ZEROS) << np.uint64(64 - 8 * n)
+    word = (word * np.uint64(10) + (word >> np.uint64(8))) & _PAIRS
+    word = (word * np.uint64(100) + (word >> np.uint64(16))) & _FOURS
+    return np.int64((word * np.uint64(10000) + (word >> np.uint64(32))) & _EIGHTS)
+
+
+@nb.njit
+def _number_bytes(buf, i):
+    """_number a byte at a time."""
     if buf[i] == 45:
         i += 1
     c = buf[i]

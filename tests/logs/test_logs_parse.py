@@ -10,7 +10,8 @@ import pytest
 
 from pipelines.logs import LogStore
 from pipelines.logs.generate import quirky_lines
-from pipelines.logs.parse import parse_buffer
+from pipelines.logs.parse import _KINDS, _NAMES, parse_buffer
+from pipelines.logs.scan import MAX_DISTINCT, scan
 from pipelines.logs.tables import normalize, records_to_table
 from pipelines.logs.validate import BadLine, check_line
 
@@ -283,3 +284,18 @@ def test_numbers_like_the_validator(number: str) -> None:
     lines.append(good().replace('"tokens_input": 100', f'"tokens_input": {number}'))
     lines.append(good().replace('"tokens_input": 100', f'"tokens_input": {number}, "x": {number}'))
     assert_like_validator("\n".join(lines).encode() + b"\n")
+
+
+def test_extras_are_kept_once_per_distinct_line() -> None:
+    lines = [good(region=r) for r in ("eu", "us", "eu", None, "eu")] + [good()]
+    found = scan(("\n".join(lines) + "\n").encode(), _NAMES, _KINDS)
+    assert found.extras.tobytes().splitlines() == [
+        b'{"region": "eu"}',
+        b'{"region": "us"}',
+        b'{"region": null}',
+    ]
+    assert found.extra_lines.tolist() == [0, 1, 0, 2, 0, -1]
+    # Past MAX_DISTINCT distinct lines of extras, lines are kept as they come.
+    lines += [good(user=f"u{i}", region="eu") for i in range(MAX_DISTINCT + 100)]
+    lines += [good(region="us", n=1.5), good(region="us")]
+    assert_like_validator(("\n".join(lines) + "\n").encode())
