@@ -99,24 +99,24 @@ def scan(data: bytes, names: list[bytes], kinds: list[int]) -> Scan:
 @nb.njit(cache=True, nogil=True)
 def _scan(buf, key_bytes, key_ends, kinds):
     size = len(buf)
-    lines = 1
-    for i in range(size):
-        lines += np.int64(buf[i] == _LF)  # an integer sum vectorises; a bool one does not
     # The fast path reads lines in place up to their LF (see the module docstring).
     fast_end = size
     while fast_end > 0 and buf[fast_end - 1] != _LF:
         fast_end -= 1
     n_fields = len(kinds)
-    # Outputs are written once, so np.empty: fresh pages cost page faults, not zeroing.
-    slow = np.empty((lines, 3), np.int64)
-    valid = np.zeros((n_fields, lines), np.bool_)
-    numbers = np.empty((n_fields, lines), np.float64)
-    integers = np.empty((n_fields, lines), np.int64)
+    # Lines are not counted first, a pass over the whole buffer: the outputs per row (and
+    # per slow line, [3, line]) start at a guess and double when full.
+    guess = size // 64 + 16
+    slow = np.empty((3, guess), np.int64)
+    valid = np.zeros((n_fields, guess), np.bool_)
+    numbers = np.empty((n_fields, guess), np.float64)
+    integers = np.empty((n_fields, guess), np.int64)
+    extra_lines = np.empty((1, guess), np.int32)
     slots = np.zeros((n_fields, 1 << _SLOT_BITS), np.int32)  # code + 1 (0: empty)
     dictionaries = np.empty((n_fields, MAX_DISTINCT, 2), np.int64)
     distinct = np.zeros(n_fields, np.int64)
-    extras = np.empty(len(buf) + 3 * lines, np.uint8)  # + `{`, `}`, LF per line
-    extra_lines = np.empty(lines, np.int32)
+    # A line's extras take at most its bytes: `{`, `,` and `}` stand for the line's own.
+    extras = np.empty(size, np.uint8)
     # The lines of extras kept, interned like a string field's values: (slots, spans, count).
     line_slots = np.zeros((1, 1 << _SLOT_BITS), np.int32)
     line_spans = np.empty((1, MAX_DISTINCT, 2), np.int64)
@@ -130,8 +130,34 @@ def _scan(buf, key_bytes, key_ends, kinds):
     follows = np.full(n_fields + 2, -1, np.int64)
     seps = np.zeros((n_fields + 2, _SEP_WORDS), np.uint64)
     sep_sizes = np.zeros(n_fields + 2, np.int64)
-    pos, line, row, out, blank, n_slow = 0, 0, 0, 0, 0, 0
+    pos = line = row = out = blank = n_slow = kept = 0
     while pos < size:
+        if row == valid.shape[1]:
+            valid, numbers = _grown(valid, row), _grown(numbers, row)
+            integers, extra_lines = _grown(integers, row), _grown(extra_lines, row)
+        if n_slow == slow.shape[1]:
+            slow = _grown(slow, n_slow)
+        # The loop over lines is apart: arrays reassigned in a loop cost reference counting.
+        pos, line, row, out, blank, n_slow, kept = _lines(
+            buf, fast_end, pos, line, row, out, blank, n_slow, kept, key_bytes, key_ends,
+            kinds, follows, seps, sep_sizes, valid, numbers, integers, extra_lines, slow,
+            slots, dictionaries, distinct, extras, line_slots, line_spans, interned,
+        )  # fmt: skip
+    return (
+        line, blank, slow[:, :n_slow].T, valid[:, :row], numbers[:, :row], integers[:, :row],
+        dictionaries, distinct, extras[:out], extra_lines[0, :row],
+    )  # fmt: skip
+
+
+@nb.njit
+def _lines(
+    buf, fast_end, pos, line, row, out, blank, n_slow, kept, key_bytes, key_ends, kinds,
+    follows, seps, sep_sizes, valid, numbers, integers, extra_lines, slow, slots,
+    dictionaries, distinct, extras, line_slots, line_spans, interned,
+):  # fmt: skip
+    """Lines from pos until the buffer or an output ends: the counts after them."""
+    size = len(buf)
+    while pos < size and row < valid.shape[1] and n_slow < slow.shape[1]:
         mark, stop = out, -1
         if pos < fast_end:
             stop, out = _line(
@@ -139,13 +165,13 @@ def _scan(buf, key_bytes, key_ends, kinds):
                 valid, numbers, integers, slots, dictionaries, distinct, extras, out,
             )  # fmt: skip
         if stop >= 0:
-            extra_lines[row] = -1
+            extra_lines[0, row] = -1
             if out > mark:
                 code = _intern(extras, mark, out, 0, line_slots, line_spans, interned)
                 if 0 <= code < kept:  # seen before: drop this copy
-                    extra_lines[row], out = code, mark
+                    extra_lines[0, row], out = code, mark
                 else:  # new, or past MAX_DISTINCT lines: kept as it is
-                    extra_lines[row] = kept
+                    extra_lines[0, row] = kept
                     kept += 1
             row += 1
         else:  # blank, or not a line the fast path takes: find its end
@@ -157,14 +183,19 @@ def _scan(buf, key_bytes, key_ends, kinds):
             if end == pos:
                 blank += 1
             else:
-                slow[n_slow, 0], slow[n_slow, 1], slow[n_slow, 2] = line, pos, end
+                slow[0, n_slow], slow[1, n_slow], slow[2, n_slow] = line, pos, end
                 n_slow += 1
         line += 1
         pos = stop + 1
-    return (
-        line, blank, slow[:n_slow], valid[:, :row], numbers[:, :row], integers[:, :row],
-        dictionaries, distinct, extras[:out], extra_lines[:row],
-    )  # fmt: skip
+    return pos, line, row, out, blank, n_slow, kept
+
+
+@nb.njit
+def _grown(outputs, n):
+    """`outputs` [k, capacity] with twice the capacity, its first n columns kept."""
+    bigger = np.zeros((outputs.shape[0], 2 * outputs.shape[1]), outputs.dtype)
+    bigger[:, :n] = outputs[:, :n]
+    return bigger
 
 
 @intrinsic
@@ -446,7 +477,7 @@ def _specials(word):
     return (marks | (word - _SPACES) | word) & _HIGHS
 
 
-@nb.njit
+@nb.njit(inline="always")
 def _string(buf, i):
     """A JSON string from its opening quote at i: (index after its closing quote, whether
     it has escapes), or (-1, False) if invalid (control character, bad escape, bad UTF-8)."""
@@ -525,7 +556,7 @@ def _utf8(buf, i):
     return i + n + 1
 
 
-@nb.njit
+@nb.njit(inline="always")
 def _number(buf, i):
     """A JSON number from i: (end, |mantissa|, power of ten, integral, exact); end -1 if
     invalid. exact: the mantissa has at most 18 significant digits."""
@@ -619,7 +650,7 @@ def _number_bytes(buf, i):
     return i, mantissa, exp10, integral, digits <= _MAX_DIGITS
 
 
-@nb.njit
+@nb.njit(inline="always")
 def _timestamp(buf, s):
     """The JSON string from s (after its quote) as `YYYY-MM-DD[T ]HH:MM:SS[.f{1,6}]` then
     `Z`, `+HH:MM`, `-HH:MM` or nothing (UTC): (index after the closing quote, microseconds

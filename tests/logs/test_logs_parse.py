@@ -299,3 +299,9 @@ def test_extras_are_kept_once_per_distinct_line() -> None:
     lines += [good(user=f"u{i}", region="eu") for i in range(MAX_DISTINCT + 100)]
     lines += [good(region="us", n=1.5), good(region="us")]
     assert_like_validator(("\n".join(lines) + "\n").encode())
+
+
+def test_outputs_grow_past_their_first_guess() -> None:
+    """Short lines: more rows and slow lines than the scan's first guess from the size."""
+    lines = ['{"a":1}', "{}", "x", '{"model":"m"}', '{"latency_ms":1.5}'] * 500
+    assert_like_validator(("\n".join(lines) + "\n").encode())
