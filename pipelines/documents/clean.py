@@ -169,9 +169,15 @@ def read_and_clean(
         len(files), ray.cluster_resources().get("CPU", 1)
     )
     groups = read_groups(files, math.ceil(len(files) / per_task))
+    paths = ray.data.from_items([{"paths": g} for g in groups], override_num_blocks=len(groups))
+    # Every stage of this pipeline is one operator over materialised blocks, so Ray Data's
+    # per-operator resource reservation has nothing to protect; on a small cluster it holds
+    # the stage to one task for its first second and leaves gaps between tasks (8 one-second
+    # tasks on 2 CPUs: 5.6 s with it, 4.2 s without). Datasets derived from this one inherit
+    # the setting; the global DataContext is left alone.
+    paths.context.op_resource_reservation_enabled = False
     marked = (
-        ray.data.from_items([{"paths": g} for g in groups], override_num_blocks=len(groups))
-        .map_batches(
+        paths.map_batches(
             process_files,
             fn_kwargs={"cfg": cfg, "steps": steps, "annotators": annotators},
             batch_size=None,
