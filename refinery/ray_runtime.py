@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from refinery.config import RayConfig
+
+if TYPE_CHECKING:
+    from ray.data import Dataset
 
 
 def ray_address(cfg: RayConfig) -> str | None:
@@ -29,3 +32,15 @@ def init_ray(cfg: RayConfig, **overrides: Any) -> None:
         kwargs["num_cpus"] = cfg.num_cpus
     kwargs.update(overrides)
     ray.init(**kwargs)
+
+
+def without_reservation(ds: Dataset) -> Dataset:
+    """`ds`, and every dataset derived from it, run without Ray Data's per-operator resource
+    reservation; the global DataContext is left alone.
+
+    For chains of single-operator stages over materialised blocks (both pipelines run so):
+    the reservation protects downstream operators, of which there are none, and on a small
+    cluster it holds a stage to one task for its first second and leaves gaps between
+    tasks (8 one-second tasks on 2 CPUs: 5.6 s with it, 4.2 s without)."""
+    ds.context.op_resource_reservation_enabled = False
+    return ds

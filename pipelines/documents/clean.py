@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from pipelines.documents.config import ReadConfig
 from pipelines.documents.read import SCHEMA, InputFile, read_batch
 from pipelines.documents.steps import DatasetStep, Doc, DocBatch, DocStep, RunContext
+from refinery.ray_runtime import without_reservation
 from refinery.storage import write_text
 
 if TYPE_CHECKING:
@@ -170,17 +171,15 @@ def read_and_clean(
     )
     groups = read_groups(files, math.ceil(len(files) / per_task))
     paths = ray.data.from_items([{"paths": g} for g in groups], override_num_blocks=len(groups))
-    # Every stage of this pipeline is one operator over materialised blocks, so Ray Data's
-    # per-operator resource reservation has nothing to protect; on a small cluster it holds
-    # the stage to one task for its first second and leaves gaps between tasks (8 one-second
-    # tasks on 2 CPUs: 5.6 s with it, 4.2 s without). Datasets derived from this one inherit
-    # the setting; the global DataContext is left alone.
-    paths.context.op_resource_reservation_enabled = False
-    marked = paths.map_batches(
-        process_files,
-        fn_kwargs={"cfg": cfg, "steps": steps, "annotators": annotators},
-        batch_size=None,
-    ).materialize()
+    marked = (
+        without_reservation(paths)
+        .map_batches(
+            process_files,
+            fn_kwargs={"cfg": cfg, "steps": steps, "annotators": annotators},
+            batch_size=None,
+        )
+        .materialize()
+    )
     side = marked.map_batches(_side_rows, batch_format="pyarrow", batch_size=None)
     side = pa.concat_tables(ray.get(side.to_arrow_refs()))  # one table per block
     _record(summarize(side, marked.count()), files, steps, annotators, ctx)

@@ -32,6 +32,7 @@ from pipelines.logs.store import (
     parse_chunk,
     scan_stats,
 )
+from refinery.ray_runtime import without_reservation
 
 RAY_CHUNK_BYTES = (4 << 20, 128 << 20)
 
@@ -94,7 +95,7 @@ class RayLogStore(LogStore):
         import ray.data
 
         items = [{"chunk": i, **_chunk_row(c)} for i, c in enumerate(self.chunks)]
-        dataset = ray.data.from_items(items, override_num_blocks=len(items))
+        dataset = without_reservation(ray.data.from_items(items, override_num_blocks=len(items)))
         scanned = dataset.map_batches(
             scan_batch,
             fn_kwargs={"plan": plan, "prices": self.prices},
