@@ -69,6 +69,11 @@ _PAIRS = np.uint64(0x00FF00FF00FF00FF)
 _FOURS = np.uint64(0x0000FFFF0000FFFF)
 _EIGHTS = np.uint64(0x00000000FFFFFFFF)
 _POW10_INT = np.array([10**k for k in range(8)], np.int64)
+_COLONS_AT = np.uint64(0x0000FF0000FF0000)  # bytes 2 and 5 of `HH:MM:SS`
+_CLOCK_COLONS = _COLONS_AT & (_ONES * np.uint64(_COLON))
+_CLOCK_ZEROS = _COLONS_AT & _ZEROS
+_NO_DATE = -(1 << 62)
+_BYTE = np.uint64(0xFF)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing
 
 
@@ -115,6 +120,8 @@ def _scan(buf, key_bytes, key_ends, kinds):
     slots = np.zeros((n_fields, 1 << _SLOT_BITS), np.int32)  # code + 1 (0: empty)
     dictionaries = np.empty((n_fields, MAX_DISTINCT, 2), np.int64)
     distinct = np.zeros(n_fields, np.int64)
+    # The last date read, as timestamps repeat it: (set, its first 8 bytes, the next 2, days)
+    dates = np.zeros(4, np.int64)
     # A line's extras take at most its bytes: `{`, `,` and `}` stand for the line's own.
     extras = np.empty(size, np.uint8)
     # The lines of extras kept, interned like a string field's values: (slots, spans, count).
@@ -141,7 +148,7 @@ def _scan(buf, key_bytes, key_ends, kinds):
         pos, line, row, out, blank, n_slow, kept = _lines(
             buf, fast_end, pos, line, row, out, blank, n_slow, kept, key_bytes, key_ends,
             kinds, follows, seps, sep_sizes, valid, numbers, integers, extra_lines, slow,
-            slots, dictionaries, distinct, extras, line_slots, line_spans, interned,
+            slots, dictionaries, distinct, dates, extras, line_slots, line_spans, interned,
         )  # fmt: skip
     return (
         line, blank, slow[:, :n_slow].T, valid[:, :row], numbers[:, :row], integers[:, :row],
@@ -153,7 +160,7 @@ def _scan(buf, key_bytes, key_ends, kinds):
 def _lines(
     buf, fast_end, pos, line, row, out, blank, n_slow, kept, key_bytes, key_ends, kinds,
     follows, seps, sep_sizes, valid, numbers, integers, extra_lines, slow, slots,
-    dictionaries, distinct, extras, line_slots, line_spans, interned,
+    dictionaries, distinct, dates, extras, line_slots, line_spans, interned,
 ):  # fmt: skip
     """Lines from pos until the buffer or an output ends: the counts after them."""
     size = len(buf)
@@ -162,7 +169,7 @@ def _lines(
         if pos < fast_end:
             stop, out = _line(
                 buf, pos, row, key_bytes, key_ends, kinds, follows, seps, sep_sizes,
-                valid, numbers, integers, slots, dictionaries, distinct, extras, out,
+                valid, numbers, integers, slots, dictionaries, distinct, dates, extras, out,
             )  # fmt: skip
         if stop >= 0:
             extra_lines[0, row] = -1
@@ -237,7 +244,7 @@ def _skip_ws(buf, i):
 @nb.njit
 def _line(
     buf, i, row, key_bytes, key_ends, kinds, follows, seps, sep_sizes, valid, numbers,
-    integers, slots, dictionaries, distinct, extras, out,
+    integers, slots, dictionaries, distinct, dates, extras, out,
 ):  # fmt: skip
     """One line from i into `row`: (index of its LF, extras written up to), or (-1, out)
     where the fast path does not take it."""
@@ -259,7 +266,7 @@ def _line(
         if field < extra:
             i = _known(
                 buf, i, field, kinds[field], row, valid, numbers, integers,
-                slots, dictionaries, distinct,
+                slots, dictionaries, distinct, dates,
             )  # fmt: skip
         else:
             end = _extra(buf, i)
@@ -365,12 +372,14 @@ def _is_name(buf, start, end, key_bytes, key_ends, f):
 
 
 @nb.njit(inline="always")
-def _known(buf, i, field, kind, row, valid, numbers, integers, slots, dictionaries, distinct):
+def _known(
+    buf, i, field, kind, row, valid, numbers, integers, slots, dictionaries, distinct, dates
+):  # fmt: skip
     """Validate the value at i and store it as known field `field`; its end, or -1 where
     the validator should judge it (wrong type, escapes, unusual number or timestamp)."""
     c = buf[i]
     if c == _QUOTE and kind == TS_KIND:
-        end, integers[field, row] = _timestamp(buf, i + 1)
+        end, integers[field, row] = _timestamp(buf, i + 1, dates)
         valid[field, row] = True
         return end
     if c == _QUOTE and kind == STRING_KIND:
@@ -651,42 +660,43 @@ def _number_bytes(buf, i):
 
 
 @nb.njit(inline="always")
-def _timestamp(buf, s):
+def _timestamp(buf, s, dates):
     """The JSON string from s (after its quote) as `YYYY-MM-DD[T ]HH:MM:SS[.f{1,6}]` then
     `Z`, `+HH:MM`, `-HH:MM` or nothing (UTC): (index after the closing quote, microseconds
     since the epoch), or (-1, 0) for any other form, which the validator then judges
-    (datetime.fromisoformat). Reading the digits validates the bytes: no string scan first."""
+    (datetime.fromisoformat). Reading the digits validates the bytes: no string scan first.
+    `dates` keeps the last date: the same 10 bytes are the same valid date."""
     if s + 20 > len(buf):  # the fixed layout is read out of order: up to s + 19 in bounds
         return -1, 0
-    if buf[s + 4] != 45 or buf[s + 7] != 45 or buf[s + 13] != _COLON or buf[s + 16] != _COLON:
+    date, day = np.int64(_word(buf, s)), np.int64(_word(buf, s + 8) & np.uint64(0xFFFF))
+    if not (dates[0] and date == dates[1] and day == dates[2]):
+        days = _date(buf, s)
+        if days == _NO_DATE:
+            return -1, 0
+        dates[0], dates[1], dates[2], dates[3] = 1, date, day, days
+    # HH:MM:SS in one word: its colons made zero digits, then each pair combined in place.
+    clock = _word(buf, s + 11)
+    if (buf[s + 10] != 84 and buf[s + 10] != 32) or (clock & _COLONS_AT) != _CLOCK_COLONS:
         return -1, 0
-    if buf[s + 10] != 84 and buf[s + 10] != 32:
+    clock ^= _CLOCK_COLONS ^ _CLOCK_ZEROS
+    if _digit_run(clock) != 8:
         return -1, 0
-    year, ok1 = _digits(buf, s, 4)
-    month, ok2 = _digits(buf, s + 5, 2)
-    day, ok3 = _digits(buf, s + 8, 2)
-    hour, ok4 = _digits(buf, s + 11, 2)
-    minute, ok5 = _digits(buf, s + 14, 2)
-    second, ok6 = _digits(buf, s + 17, 2)
-    if not (ok1 and ok2 and ok3 and ok4 and ok5 and ok6):
-        return -1, 0
-    if year < 1 or not 1 <= month <= 12 or hour > 23 or minute > 59 or second > 59:
-        return -1, 0
-    if not 1 <= day <= _month_days(year, month):
+    digits = clock - _ZEROS
+    pairs = digits * np.uint64(10) + (digits >> np.uint64(8))  # bytes 0, 3, 6: HH, MM, SS
+    hour = np.int64(pairs & _BYTE)
+    minute = np.int64((pairs >> np.uint64(24)) & _BYTE)
+    second = np.int64((pairs >> np.uint64(48)) & _BYTE)
+    if hour > 23 or minute > 59 or second > 59:
         return -1, 0
     i = s + 19  # from here on read in order: the LF stops every rule
     micros = 0
     if buf[i] == 46:
-        i += 1
-        n = 0
-        while 48 <= buf[i] <= 57:
-            micros = micros * 10 + (buf[i] - 48)
-            n += 1
-            i += 1
+        fraction = _word(buf, i + 1)
+        n = _digit_run(fraction)
         if n == 0 or n > 6:
             return -1, 0
-        for _ in range(6 - n):
-            micros *= 10
+        micros = _digits_value(fraction, n) * _POW10_INT[6 - n]
+        i += n + 1
     offset = 0
     c = buf[i]
     if c == 90:  # Z
@@ -702,9 +712,23 @@ def _timestamp(buf, s):
         i += 6
     if buf[i] != _QUOTE:
         return -1, 0
-    days = _days_from_civil(year, month, day)
-    seconds = days * 86400 + hour * 3600 + minute * 60 + second - offset * 60
+    seconds = dates[3] * 86400 + hour * 3600 + minute * 60 + second - offset * 60
     return i + 1, seconds * 1_000_000 + micros
+
+
+@nb.njit
+def _date(buf, s):
+    """Days since 1970-01-01 of the date `YYYY-MM-DD` at s, or _NO_DATE."""
+    if buf[s + 4] != 45 or buf[s + 7] != 45:
+        return _NO_DATE
+    year, ok1 = _digits(buf, s, 4)
+    month, ok2 = _digits(buf, s + 5, 2)
+    day, ok3 = _digits(buf, s + 8, 2)
+    if not (ok1 and ok2 and ok3) or year < 1 or not 1 <= month <= 12:
+        return _NO_DATE
+    if not 1 <= day <= _month_days(year, month):
+        return _NO_DATE
+    return _days_from_civil(year, month, day)
 
 
 @nb.njit

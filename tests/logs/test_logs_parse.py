@@ -305,3 +305,19 @@ def test_outputs_grow_past_their_first_guess() -> None:
     """Short lines: more rows and slow lines than the scan's first guess from the size."""
     lines = ['{"a":1}', "{}", "x", '{"model":"m"}', '{"latency_ms":1.5}'] * 500
     assert_like_validator(("\n".join(lines) + "\n").encode())
+
+
+# One after another: the scan reuses the last date it read when the next has the same bytes.
+TIMESTAMPS = [
+    *("2024-01-01T00:00:00Z", "2024-01-01T23:59:59.999999Z", "2024-01-01T24:00:00Z"),
+    *("2024-01-01T12:60:00Z", "2024-01-01T12:00:60Z", "2024-01-01t12:00:00Z"),
+    *("2024-01-01 12:00:00", "2024-01-01T1:00:00Z", "2024-01-01T12:00:00.Z"),
+    *("2024-01-01T12:00:00.1234567Z", "2024-01-01T12:00:00.5-01:30", "2024-01-32T00:00:00Z"),
+    *("2024-01-31T00:00:00Z", "2023-02-29T00:00:00Z", "2024-02-29T00:00:00+14:00"),
+    *("0001-01-01T00:00:00Z", "2024-01-01T12:00:00+2:00", "2024-01-01T12:00:00Z "),
+]
+
+
+def test_timestamps_like_the_validator() -> None:
+    lines = [good(ts=ts) for ts in TIMESTAMPS]
+    assert_like_validator(("\n".join(lines + lines[::-1]) + "\n").encode())
