@@ -73,14 +73,14 @@ class Parsed:
         return ChunkSummary(self.table.num_rows, self.lines, self.blank, self.quarantined)
 
 
-def parse_buffer(data: bytes, file: str, first_line: int = 1) -> Parsed:
+def parse_buffer(data: bytes | memoryview, file: str, first_line: int = 1) -> Parsed:
     """Parse JSONL `data` whose first line is line `first_line` of `file`."""
     found = scanner.scan(data, _NAMES, _KINDS)
     tables = [_fast_table(data, found)]
     records: list[dict[str, Any]] = []
     quarantined: list[Quarantined] = []
     for i, start, end in found.slow.tolist():
-        raw = data[start:end]
+        raw = bytes(data[start:end])
         try:
             records.append(check_line(raw))
         except BadLine as bad:
@@ -91,7 +91,7 @@ def parse_buffer(data: bytes, file: str, first_line: int = 1) -> Parsed:
     return Parsed(concat_tables(tables), found.lines, found.blank, quarantined)
 
 
-def _fast_table(data: bytes, found: scanner.Scan) -> pa.Table:
+def _fast_table(data: bytes | memoryview, found: scanner.Scan) -> pa.Table:
     """The FAST lines as a table: known columns typed, then their extra fields."""
     columns = {}
     for f, (name, kind) in enumerate(zip(_FIELDS, _KINDS, strict=True)):

@@ -93,7 +93,7 @@ class Scan(NamedTuple):
     extra_lines: np.ndarray  # int32 per row: its line in `extras`, -1 if it has no extras
 
 
-def scan(data: bytes, names: list[bytes], kinds: list[int]) -> Scan:
+def scan(data: bytes | memoryview, names: list[bytes], kinds: list[int]) -> Scan:
     """Scan `data` for the fields `names` of the given kinds."""
     buf = np.frombuffer(data, np.uint8)
     key_bytes = np.frombuffer(b"".join(names), np.uint8)
@@ -765,7 +765,7 @@ def _days_from_civil(year, month, day):
     return days - 719162  # days from 0001-01-01 to 1970-01-01
 
 
-def gather_strings(data: bytes, spans: np.ndarray) -> pa.Array:
+def gather_strings(data: bytes | memoryview, spans: np.ndarray) -> pa.Array:
     """The byte ranges `spans` [n, 2] of `data` as an Arrow string array."""
     offsets, chars = _gather(np.frombuffer(data, np.uint8), spans)
     buffers = [None, pa.py_buffer(offsets), pa.py_buffer(chars)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import mmap
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -85,9 +86,11 @@ def plan_chunks(files: Sequence[LogFile], chunk_bytes: int) -> list[Chunk]:
     return chunks
 
 
-def read_chunk(chunk: Chunk) -> bytes:
+def read_chunk(chunk: Chunk) -> bytes | memoryview:
     """The bytes of the lines that start in [start, end), the last one complete."""
     fs, inner = resolve(chunk.file.uri)
+    if isinstance(fs, pafs.LocalFileSystem) and chunk.file.size:
+        return _mapped_chunk(inner, chunk)
     with fs.open_input_file(inner) as f:
         # Read one byte early: if it is a newline, the first line starts exactly at `start`.
         begin = max(chunk.start - 1, 0)
@@ -98,6 +101,23 @@ def read_chunk(chunk: Chunk) -> bytes:
         if chunk.end < chunk.file.size and data and not data.endswith(b"\n"):
             data += _rest_of_line(f, chunk.end, chunk.file.size)
     return data
+
+
+def _mapped_chunk(path: str, chunk: Chunk) -> bytes | memoryview:
+    """read_chunk of a local file, as a view of the file mapped in memory: a read would copy
+    the chunk (about a quarter of the time its parse takes)."""
+    with open(path, "rb") as f:
+        whole = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    start, end = chunk.start, chunk.end
+    if start > 0:  # the first line starts after the first newline from start - 1
+        cut = whole.find(b"\n", start - 1, end)
+        if cut < 0:
+            return b""
+        start = cut + 1
+    if start < end < len(whole) and whole[end - 1] != ord("\n"):
+        cut = whole.find(b"\n", end)
+        end = cut + 1 if cut >= 0 else len(whole)
+    return memoryview(whole)[start:end]
 
 
 def _rest_of_line(f: pafs.NativeFile, offset: int, size: int, step: int = 1 << 16) -> bytes:

@@ -6,14 +6,17 @@ import json
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pytest
 
-from pipelines.logs import LogStore
+from pipelines.logs import LogStore, sources
 from pipelines.logs.generate import quirky_lines
 from pipelines.logs.parse import _KINDS, _NAMES, parse_buffer
 from pipelines.logs.scan import MAX_DISTINCT, scan
+from pipelines.logs.sources import list_files, plan_chunks, read_chunk
 from pipelines.logs.tables import normalize, records_to_table
 from pipelines.logs.validate import BadLine, check_line
+from refinery.storage import resolve
 
 GOOD = {
     "ts": "2024-01-01T12:00:00Z",
@@ -321,3 +324,20 @@ TIMESTAMPS = [
 def test_timestamps_like_the_validator() -> None:
     lines = [good(ts=ts) for ts in TIMESTAMPS]
     assert_like_validator(("\n".join(lines + lines[::-1]) + "\n").encode())
+
+
+def test_mapped_chunks_equal_read_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Local files are read as views of the mapped file; other filesystems by reads."""
+    (tmp_path / "a.jsonl").write_bytes(b"x\n\r\n\nyy\n" * 40 + b"no newline")
+    (tmp_path / "b.jsonl").write_bytes(b"\n\n")
+    (tmp_path / "c.jsonl").write_bytes(b"")
+    files = list_files(tmp_path)
+    chunks = [c for size in (1, 2, 3, 7, 50, 1 << 20) for c in plan_chunks(files, size)]
+    mapped = [read_chunk(c) for c in chunks]
+    assert any(isinstance(m, memoryview) for m in mapped)
+
+    def remote(path: str) -> tuple[pafs.FileSystem, str]:  # not a LocalFileSystem
+        return pafs.SubTreeFileSystem("/", pafs.LocalFileSystem()), resolve(path)[1][1:]
+
+    monkeypatch.setattr(sources, "resolve", remote)
+    assert [bytes(m) for m in mapped] == [read_chunk(c) for c in chunks]
