@@ -12,8 +12,8 @@ dictionary-encoded here (model, route and status take a handful of values).
 The hot loops have no bounds checks: the fast path only takes lines that end with a LF (a
 last line without one goes to the validator) and every loop stops at a byte the grammar
 does not allow where it is, which a LF always is, so no byte read passes the line's LF. The
-exceptions check the end themselves: a timestamp's fixed layout, and 8-byte words (strings
-and keys are compared and searched a word at a time), read by _word.
+exceptions check the end themselves: a timestamp's fixed layout, and 8-byte words (strings,
+separators, numbers and times are searched and compared a word at a time), read by _word.
 
 Numba compiles this on first use and caches the machine code in __pycache__ (cache=True):
 about 30 s of CPU once per checkout, then a fraction of a second per process.
