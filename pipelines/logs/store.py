@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from pipelines.logs.aggregate import finalize, partial
+from pipelines.logs.aggregate import Partial, finalize, merge, partial
 from pipelines.logs.parse import ChunkSummary, Parsed, Quarantined, parse_buffer
 from pipelines.logs.prices import PriceTable, load_prices
 from pipelines.logs.query import Plan, make_plan, parse_conditions
@@ -38,6 +38,9 @@ RAY_MIN_FILES = 64
 RAY_MIN_BYTES = 2 << 30
 # The Arrow engine parses chunks in threads: a few chunks per core keeps them all busy.
 ARROW_CHUNK_BYTES = (1 << 20, 64 << 20)
+# Queries split a table into one slice per core from this many rows per slice (at 100k rows
+# two threads took 7.1 ms against 5.4 ms for one; at 10M, 200 ms against 380 ms).
+PARALLEL_MIN_ROWS = 500_000
 
 
 @dataclass
@@ -217,7 +220,26 @@ class ArrowLogStore(LogStore):
     ) -> pd.DataFrame:
         plan = build_plan(self.schema.names, filters, by, metrics, bucket)
         plan.check(self.schema)
-        return finalize(partial(self.table, plan, self.prices), plan)
+        slices = row_slices(self.table.num_rows, os.cpu_count() or 1)
+        if len(slices) == 1:
+            return finalize(partial(self.table, plan, self.prices), plan)
+        # NumPy and Arrow release the GIL in the per-row passes: one partial per core, merged.
+        with ThreadPoolExecutor(max_workers=len(slices)) as pool:
+            parts = list(pool.map(lambda s: self._partial(s, plan), slices))
+        return finalize(merge(parts, plan), plan)
+
+    def _partial(self, rows: tuple[int, int], plan: Plan) -> Partial:
+        return partial(self.table.slice(*rows), plan, self.prices)
+
+
+def row_slices(rows: int, cpus: int) -> list[tuple[int, int]]:
+    """(offset, length) per query thread: one per CPU on a large table, else one; threads
+    and the merge cost more than they save below PARALLEL_MIN_ROWS rows a thread."""
+    n = min(cpus, rows // PARALLEL_MIN_ROWS)
+    if n <= 1:
+        return [(0, rows)]
+    step = -(-rows // n)
+    return [(start, min(step, rows - start)) for start in range(0, rows, step)]
 
 
 def build_plan(

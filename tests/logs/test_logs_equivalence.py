@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from pipelines.logs import LogStore
+from pipelines.logs import store as store_module
 from pipelines.logs.prices import load_prices
 from pipelines.logs.sketch import ALPHA
 
@@ -144,6 +145,18 @@ def test_arrow_engine_matches_duckdb(
     ours = arrow_store.query().filter(**conds).aggregate(by=by, metrics=metrics, bucket=bucket)
     nkeys = len(by) + (1 if bucket else 0)
     assert_same(ours, duck(reference, select, where, keys), metrics, nkeys)
+
+
+def test_arrow_engine_in_threads_matches_duckdb(arrow_store, reference, monkeypatch) -> None:
+    # A large table's query runs one partial per core and merges them: force three slices.
+    monkeypatch.setattr(store_module, "PARALLEL_MIN_ROWS", 1000)
+    monkeypatch.setattr(store_module.os, "cpu_count", lambda: 3)
+    assert len(store_module.row_slices(arrow_store.table.num_rows, 3)) == 3
+    for param in QUERIES:
+        conds, by, metrics, bucket, select, where, keys = param.values
+        ours = arrow_store.query().filter(**conds).aggregate(by=by, metrics=metrics, bucket=bucket)
+        nkeys = len(by) + (1 if bucket else 0)
+        assert_same(ours, duck(reference, select, where, keys), metrics, nkeys)
 
 
 def test_ray_engine_matches_duckdb(ray_session, log_dir: Path, reference, arrow_store) -> None:
