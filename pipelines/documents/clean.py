@@ -138,12 +138,13 @@ def _kept(table: pa.Table) -> pa.Table:
 def read_groups(files: list[InputFile], tasks: int) -> list[list[str]]:
     """The files in `tasks` groups of about equal bytes, heaviest group first: each file, the
     largest first, joins the lightest group, so the read tasks end together instead of one
-    large group running on alone while the other CPUs idle."""
+    large group running on alone while the other CPUs idle. A file of unknown size (0)
+    counts one byte, so such files are spread by count."""
     groups: list[tuple[int, int, list[str]]] = [(0, i, []) for i in range(tasks)]
     for f in sorted(files, key=lambda f: (-f.size, f.path)):
         total, i, paths = heapq.heappop(groups)
         paths.append(f.path)
-        heapq.heappush(groups, (total + f.size, i, paths))
+        heapq.heappush(groups, (total + max(f.size, 1), i, paths))
     return [sorted(paths) for _, _, paths in sorted(groups, key=lambda g: (-g[0], g[1])) if paths]
 
 

@@ -66,3 +66,5 @@ def test_read_groups_balance_bytes_heaviest_first() -> None:
     assert sorted(p for g in groups for p in g) == [f.path for f in files]
     assert totals == sorted(totals, reverse=True) and max(totals) - min(totals) <= 10
     assert read_groups(files[:2], 5) == [["f00"], ["f01"]]  # no empty groups
+    unknown = [InputFile(f"s3://b/{i}", 0) for i in range(6)]  # sizes a store did not give
+    assert sorted(map(len, read_groups(unknown, 3))) == [2, 2, 2]
