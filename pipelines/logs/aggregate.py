@@ -27,6 +27,7 @@ ROWS = "count_all"
 # Derived per-row columns: the derived metrics are ratios of their sums.
 ERR, TPS_TOKENS, TPS_MS, COST = "__err", "__tps_tokens", "__tps_ms", "__cost"
 _REDUCE = {"sum": "sum", "count": "sum", "min": "min", "max": "max"}
+FEW_CODES = 4  # up to this many wanted dictionary values, equality tests instead of a lookup
 
 
 @dataclass
@@ -86,7 +87,15 @@ def _condition(column: pa.ChunkedArray, cond: Condition) -> np.ndarray:
         codes, labels = _dictionary_codes(column)
         value_set = pa.array(cond.values, column.type.value_type)
         wanted = pc.fill_null(pc.is_in(labels, value_set=value_set), False).to_numpy(False)
-        return wanted[codes]
+        keep = np.flatnonzero(wanted)
+        if len(keep) > FEW_CODES:
+            return wanted[codes]
+        # A compare per wanted code streams the codes; a lookup table gathers per row
+        # (10x slower for one value over 100k rows).
+        hit = np.zeros(len(codes), bool)
+        for code in keep:
+            hit |= codes == code
+        return hit
     if cond.op == "in":
         hit = pc.is_in(column, value_set=pa.array(cond.values, column.type))
         return pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
