@@ -47,8 +47,9 @@ def _token_hash(token: str) -> int:
 
 
 def tokens_digest(hashes: np.ndarray) -> str:
-    """Hash of a token-hash sequence: what exact dedup compares."""
-    return hashlib.blake2b(hashes.tobytes(), digest_size=16).hexdigest()
+    """Hash of a token-hash sequence: what exact dedup compares (little-endian bytes, so
+    every node of a cluster hashes equal content alike)."""
+    return hashlib.blake2b(hashes.astype("<u8", copy=False).tobytes(), digest_size=16).hexdigest()
 
 
 def content_hash(text: str) -> str:
