@@ -84,12 +84,8 @@ class DocBatch:
         self.table = table
 
     @cached_property
-    def texts(self) -> list[str]:
-        return self.table["text"].to_pylist()
-
-    @cached_property
     def token_hashes(self) -> list[np.ndarray]:
-        return token_hashes(self.texts)
+        return token_hashes(self.table["text"].to_pylist())
 
 
 class DatasetStep(Step):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from pipelines.documents import steps as steps_module
 from pipelines.documents.clean import MAX_FILES_PER_TASK, files_per_task, read_groups, run_doc_steps
 from pipelines.documents.config import ExactDedupConfig, LengthFilterConfig, MinHashConfig
 from pipelines.documents.dedup import BANDS, HASH, SHINGLES, ExactDedup, MinHashDedup
@@ -41,13 +42,20 @@ def test_kept_documents_get_the_dataset_steps_columns_and_marked_rows_nulls() ->
     assert len(seconds) == 3  # one doc step, then one per annotating step
 
 
-def test_a_batch_tokenises_once_for_every_step() -> None:
+def test_a_batch_tokenises_once_for_every_step(monkeypatch) -> None:
+    calls = []
+
+    def counted(texts):
+        calls.append(texts)
+        return token_hashes(texts)
+
+    monkeypatch.setattr(steps_module, "token_hashes", counted)
     batch = DocBatch(pa.table({"text": [LONG, "other words here"]}))
-    assert batch.token_hashes is batch.token_hashes
-    empty = ExactDedup(ExactDedupConfig()).annotate(
-        DocBatch(pa.table({"text": pa.array([], pa.string())}))
-    )
-    assert len(empty[HASH]) == 0
+    exact, near = ExactDedup(ExactDedupConfig()), MinHashDedup(MinHashConfig())
+    columns = {**exact.annotate(batch), **near.annotate(batch)}
+    assert len(calls) == 1 and set(columns) == {HASH, BANDS, SHINGLES}
+    empty = DocBatch(pa.table({"text": pa.array([], pa.string())}))
+    assert len(exact.annotate(empty)[HASH]) == 0
 
 
 def test_read_tasks_are_a_few_per_cpu_within_bounds() -> None:
