@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-import vectorindex
 from serve.batching import BatchSizeMetric, apply_batching
 from serve.config import IndexDeploymentConfig
 from serve.protocol import HitDict, PayloadFilter
@@ -34,7 +33,6 @@ class IndexDeployment:
 
     def __init__(self) -> None:
         self.snapshot: Snapshot | None = None
-        self._all_threads = vectorindex.get_num_threads()
         self.batch_sizes = BatchSizeMetric()
         # Set while no batch is searching; see search().
         self._index_idle = asyncio.Event()
@@ -88,12 +86,8 @@ class IndexDeployment:
         k_max = max(k for _, k in queries)
         self._index_idle.clear()
         try:
-            threads = 1 if len(queries) > self.SPLIT_SCAN_MAX_QUERIES else self._all_threads
-            hits = await asyncio.to_thread(self._scan, matrix, k_max, threads)
+            threads = 1 if len(queries) > self.SPLIT_SCAN_MAX_QUERIES else None
+            hits = await asyncio.to_thread(self.snapshot.search, matrix, k_max, None, threads)
         finally:
             self._index_idle.set()
         return [row[:k] for row, (_, k) in zip(hits, queries, strict=True)]
-
-    def _scan(self, matrix: np.ndarray, k: int, threads: int) -> list[list[HitDict]]:
-        vectorindex.set_num_threads(threads)
-        return self.snapshot.search(matrix, k)

@@ -88,12 +88,17 @@ class Snapshot:
             )
 
     def search(
-        self, vectors: np.ndarray, k: int, payload_filter: PayloadFilter | None = None
+        self,
+        vectors: np.ndarray,
+        k: int,
+        payload_filter: PayloadFilter | None = None,
+        threads: int | None = None,
     ) -> list[list[HitDict]]:
         """Per query, its hits as `{"id", "score", "payload"}` dicts: the JSON shape of a search
-        answer, built without a model per hit, and cheap to pickle to the ingress."""
+        answer, built without a model per hit, and cheap to pickle to the ingress. `threads`:
+        this search's thread count (None: vectorindex's)."""
         allowed = self.allowed_ids(payload_filter) if payload_filter else None
-        scores, ids = self.index.search(vectors, k, allowed_ids=allowed)
+        scores, ids = self.index.search(vectors, k, allowed_ids=allowed, threads=threads)
         return self._hits(scores, ids)
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[list[HitDict]]:

@@ -54,3 +54,19 @@ def test_search_while_adding(kind):
         np.arange(len(xb)), [b * batch + j for b in range(1, batches) for j in range(10)]
     )
     assert not np.isin(found, np.flatnonzero(removed)).any()
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_threads_of_one_search_leave_the_process_count_alone(kind):
+    rng = np.random.default_rng(3)
+    xb = rng.standard_normal((5000, 32)).astype(np.float32)
+    index = vi.IndexFlat(32) if kind == "flat" else vi.IndexHNSW(32, M=8, ef_construction=40)
+    index.add(xb)
+    before = vi.get_num_threads()
+    default = index.search(xb[:64], 5)
+    for threads in (1, 2, 64):
+        for a, b in zip(index.search(xb[:64], 5, threads=threads), default, strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert vi.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads"):
+        index.search(xb[:1], 5, threads=0)

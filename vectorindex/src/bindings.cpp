@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <string>
@@ -135,7 +136,9 @@ py::array_t<int64_t> allowed_array(Index& idx, const py::object& allowed) {
 }
 
 py::tuple search(Index& idx, py::handle xq, const py::object& k, const py::object& allowed,
-                 size_t ef, size_t rerank) {
+                 size_t ef, size_t rerank, const py::object& threads) {
+  const int n_threads =
+      threads.is_none() ? 0 : int(std::min<size_t>(check_positive(threads, "threads"), 1024));
   SearchArgs args;
   args.k = check_positive(k, "k");
   args.ef = ef;
@@ -157,6 +160,7 @@ py::tuple search(Index& idx, py::handle xq, const py::object& k, const py::objec
   int64_t* ip = I.mutable_data();
   {
     py::gil_scoped_release nogil;
+    ThreadLimit limit(n_threads);
     idx.search(qp, nq, args, dp, ip);
   }
   return py::make_tuple(D, I);
@@ -256,9 +260,11 @@ PYBIND11_MODULE(_core, m) {
       .def(
           "search",
           [](FlatIndex& i, py::handle xq, const py::object& k, const py::object& allowed_ids,
-             size_t rerank) { return search(i, xq, k, allowed_ids, 0, rerank); },
+             size_t rerank, const py::object& threads) {
+            return search(i, xq, k, allowed_ids, 0, rerank, threads);
+          },
           py::arg("xq"), py::arg("k"), py::kw_only(), py::arg("allowed_ids") = py::none(),
-          py::arg("rerank") = 4,
+          py::arg("rerank") = 4, py::arg("threads") = py::none(),
           "Returns (D float32 (nq, k), I int64 (nq, k)); id -1 where fewer than k exist.")
       .def("__repr__", [](const FlatIndex& i) { return describe(i, "IndexFlat"); });
 
@@ -287,12 +293,13 @@ PYBIND11_MODULE(_core, m) {
       .def(
           "search",
           [](HNSWIndex& i, py::handle xq, const py::object& k, const py::object& allowed_ids,
-             const py::object& ef_search, size_t rerank) {
+             const py::object& ef_search, size_t rerank, const py::object& threads) {
             const size_t ef = ef_search.is_none() ? 0 : check_positive(ef_search, "ef_search");
-            return search(i, xq, k, allowed_ids, ef, rerank);
+            return search(i, xq, k, allowed_ids, ef, rerank, threads);
           },
           py::arg("xq"), py::arg("k"), py::kw_only(), py::arg("allowed_ids") = py::none(),
           py::arg("ef_search") = py::none(), py::arg("rerank") = 4,
+          py::arg("threads") = py::none(),
           "Returns (D float32 (nq, k), I int64 (nq, k)); id -1 where fewer than k exist.")
       .def("__repr__", [](const HNSWIndex& i) { return describe(i, "IndexHNSW"); });
 
@@ -305,7 +312,7 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("path"), py::arg("mmap") = false,
       "Reads an index written by save(); ValueError for a truncated or corrupt file.");
-  m.def("set_num_threads", &set_num_threads, py::arg("n"), "Threads each search may use.");
+  m.def("set_num_threads", &set_num_threads, py::arg("n"), "Threads each search may use (a search's threads= overrides it for that call).");
   m.def("get_num_threads", &num_threads);
   m.def("simd_level", [] { return kernels().name; }, "The SIMD kernels in use.");
   m.def(

@@ -10,9 +10,15 @@ std::atomic<int>& threads() {
   return n;
 }
 
+thread_local int limit = 0;  // 0: none on this thread
+
 }  // namespace
 
-int num_threads() { return threads().load(std::memory_order_relaxed); }
+int num_threads() { return limit > 0 ? limit : threads().load(std::memory_order_relaxed); }
+
+ThreadLimit::ThreadLimit(int n) : previous_(limit) { limit = n < 1 ? 0 : n; }
+
+ThreadLimit::~ThreadLimit() { limit = previous_; }
 
 void set_num_threads(int n) { threads().store(n < 1 ? 1 : n, std::memory_order_relaxed); }
 

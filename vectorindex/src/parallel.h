@@ -13,6 +13,19 @@ namespace vi {
 int num_threads();
 void set_num_threads(int n);
 
+// While alive, num_threads() on this thread is n (n < 1: the process-wide count), so one
+// search can use fewer threads than the others without changing them.
+class ThreadLimit {
+ public:
+  explicit ThreadLimit(int n);
+  ~ThreadLimit();
+  ThreadLimit(const ThreadLimit&) = delete;
+  ThreadLimit& operator=(const ThreadLimit&) = delete;
+
+ private:
+  int previous_;
+};
+
 // Runs fn(t) for t < n on n threads (the caller's included); rethrows the first exception.
 inline void run_parallel(int n, const std::function<void(int)>& fn) {
   if (n <= 1) {
