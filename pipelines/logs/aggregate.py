@@ -1,7 +1,8 @@
 """Filter, partial aggregates, merge, final metrics: the one query path of both engines.
 
-Rows get a dense group id (the dictionary codes of the keys, combined), then every statistic
-is one NumPy pass over the filtered values (bincount, minimum.at): for the low-cardinality
+Each condition narrows the selected rows (codes tested against a per-code wanted table);
+rows get a dense group id (the dictionary codes of the keys, combined); then one compiled
+pass per column (kernels.py) keeps every statistic of every group: for the low-cardinality
 keys of LLM logs this is several times faster than a hash aggregation. A partial holds per
 group: row count, sums, non-null counts, min and max per column, and a sketch per percentile
 column. Partials merge by the same kernels (group ids of the concatenated keys), so the Arrow
@@ -19,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.logs import sketch
+from pipelines.logs.kernels import dense_ids, group_stats, select
 from pipelines.logs.prices import PriceTable
 from pipelines.logs.query import Condition, Metric, Plan
 from pipelines.logs.schema import TIME_KEYS, TS
@@ -27,7 +29,6 @@ ROWS = "count_all"
 # Derived per-row columns: the derived metrics are ratios of their sums.
 ERR, TPS_TOKENS, TPS_MS, COST = "__err", "__tps_tokens", "__tps_ms", "__cost"
 _REDUCE = {"sum": "sum", "count": "sum", "min": "min", "max": "max"}
-FEW_CODES = 4  # up to this many wanted dictionary values, equality tests instead of a lookup
 
 
 @dataclass
@@ -45,68 +46,57 @@ def partial(table: pa.Table, plan: Plan, prices: PriceTable) -> Partial:
     ids, keys = _row_groups(table, rows, plan)
     groups = keys.num_rows if plan.keys else 1
     out = Partial(keys, {ROWS: np.bincount(ids, minlength=groups)})
-    valid: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # column -> (group ids, values)
-    for column, funcs in _stat_inputs(plan).items():
-        values, integer = _values(table, column, rows, prices)
+    needs = _stat_inputs(plan)
+    quantiles = {m.column: True for m in plan.metrics if m.kind == "quantile"}
+    for column in {**needs, **quantiles}:
+        values, lut, integer = _column(table, column, prices)
+        stats = group_stats(ids, values, groups, rows, lut, sketch=column in quantiles)
         if integer:
             out.integer.add(column)
-        gids, vals = valid[column] = _valid(ids, values)
-        for func in funcs:
-            if func == "count" and len(gids) == len(ids):  # no nulls: the row count
-                out.stats[f"count:{column}"] = out.stats[ROWS]
-            else:
-                out.stats[f"{func}:{column}"] = _reduce(func, gids, vals, groups)
-    for column in {m.column for m in plan.metrics if m.kind == "quantile"}:
-        if column not in valid:
-            valid[column] = _valid(ids, _values(table, column, rows, prices)[0])
-        gids, vals = valid[column]
-        out.sketches[column] = _sketch_counts(gids, sketch.keys(vals), groups)
+        for func in needs.get(column, ()):
+            out.stats[f"{func}:{column}"] = _STAT_OF[func](stats)
+        if stats.sketch is not None:
+            out.sketches[column] = stats.sketch
     return out
 
 
-def _valid(ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Group ids and values of the non-null (non-NaN) values; no copy when all are."""
-    valid = ~np.isnan(values)
-    return (ids, values) if valid.all() else (ids[valid], values[valid])
-
-
 def _matching_rows(table: pa.Table, conditions: tuple[Condition, ...]) -> np.ndarray | None:
-    """Indices of the rows matching every condition (None: all rows)."""
-    mask = None
+    """Positions of the rows matching every condition (None: all rows), each condition
+    testing only the rows the ones before it kept."""
+    rows = None
     for cond in conditions:
-        hit = _condition(table[cond.column], cond)
-        mask = hit if mask is None else mask & hit
-    return None if mask is None else np.flatnonzero(mask)
+        codes, wanted = _condition(table[cond.column], cond)
+        rows = select(codes, wanted, rows)
+    return rows
 
 
-def _condition(column: pa.ChunkedArray, cond: Condition) -> np.ndarray:
-    """Rows where the condition holds; a null (missing) value never matches."""
+_MASK = np.array([False, True])  # a boolean mask as codes: 1 is wanted
+
+
+def _condition(column: pa.ChunkedArray, cond: Condition) -> tuple[np.ndarray, np.ndarray]:
+    """(codes per row, wanted per code): a row matches where wanted[code]; a null (missing)
+    value never matches."""
     if pa.types.is_null(column.type):  # a column this block never saw
-        return np.zeros(len(column), bool)
+        return np.zeros(len(column), np.uint8), np.zeros(1, bool)
     if cond.op == "in" and pa.types.is_dictionary(column.type):
         codes, labels = _dictionary_codes(column)
         value_set = pa.array(cond.values, column.type.value_type)
-        wanted = pc.fill_null(pc.is_in(labels, value_set=value_set), False).to_numpy(False)
-        keep = np.flatnonzero(wanted)
-        if len(keep) > FEW_CODES:
-            return wanted[codes]
-        # A compare per wanted code streams the codes; a lookup table gathers per row
-        # (10x slower for one value over 100k rows).
-        hit = np.zeros(len(codes), bool)
-        for code in keep:
-            hit |= codes == code
-        return hit
+        wanted = pc.fill_null(pc.is_in(labels, value_set=value_set), False)
+        return codes, wanted.to_numpy(zero_copy_only=False)
     if cond.op == "in":
         hit = pc.is_in(column, value_set=pa.array(cond.values, column.type))
-        return pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
+        hit = pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
+        return hit.view(np.uint8), _MASK
     # NumPy on the (zero-copy) values: nulls are NaN / NaT there, and compare false.
     values = column.to_numpy(zero_copy_only=False)
     bound = cond.values[0]
     if values.dtype.kind == "M":  # datetime64 holds UTC without a zone
         bound = np.datetime64(bound.astimezone(UTC).replace(tzinfo=None), "us")
     if cond.op == "min":
-        return values >= bound
-    return values <= bound if cond.op == "max" else values < bound
+        hit = values >= bound
+    else:
+        hit = values <= bound if cond.op == "max" else values < bound
+    return hit.view(np.uint8), _MASK
 
 
 def _dictionary_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
@@ -134,14 +124,12 @@ def _row_groups(
     for key in plan.keys:
         codes, labels = _key_codes(table, key, rows, plan)
         if radix * len(labels) >= 1 << 62:  # keep the combined code inside int64
-            code, present = _compact(code, radix)
-            radix = len(present)
+            code, example = _compact(code, radix)
+            radix = len(example)
         code = code * len(labels) + codes
         radix *= len(labels)
         parts.append((key, codes, labels))
-    ids, present = _compact(code, radix)
-    example = np.zeros(len(present), np.int64)
-    example[ids] = np.arange(n)  # any row of each group carries its key values
+    ids, example = _compact(code, radix)  # any row of each group carries its key values
     columns = {key: labels.take(pa.array(codes[example])) for key, codes, labels in parts}
     return ids, pa.table(columns)
 
@@ -162,14 +150,11 @@ def _key_codes(
 
 
 def _compact(code: np.ndarray, radix: int) -> tuple[np.ndarray, np.ndarray]:
-    """Combined key codes -> ids 0..G-1 (in code order) and the code of each group."""
+    """Combined key codes -> ids 0..G-1 (in code order), and a row of each group."""
     if radix <= max(4 * len(code), 1 << 16):
-        present = np.flatnonzero(np.bincount(code, minlength=radix))
-        remap = np.zeros(radix, np.int64)
-        remap[present] = np.arange(len(present))
-        return remap[code], present
-    present, ids = np.unique(code, return_inverse=True)
-    return ids.astype(np.int64), present
+        return dense_ids(code, radix)
+    _, example, ids = np.unique(code, return_index=True, return_inverse=True)
+    return ids.astype(np.int64), example
 
 
 def _stat_inputs(plan: Plan) -> dict[str, list[str]]:
@@ -197,33 +182,39 @@ def _stat_inputs(plan: Plan) -> dict[str, list[str]]:
     return needs
 
 
-def _values(
-    table: pa.Table, column: str, rows: np.ndarray | None, prices: PriceTable
-) -> tuple[np.ndarray, bool]:
-    """The selected rows' values as float64 (NaN: null), and whether the column is integer."""
+def _column(
+    table: pa.Table, column: str, prices: PriceTable
+) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """A column's value per table row (null: NaN), as (values, None, is integer), or as
+    (codes, value per code, False) for the derived columns that depend on a string."""
     if column == ERR:
         codes, labels = _dictionary_codes(table["status"])
         per_label = np.where(pc.equal(labels, "ok").to_numpy(zero_copy_only=False), 0.0, 1.0)
         per_label[-1] = np.nan  # no status: neither ok nor an error
-        return per_label[codes if rows is None else codes[rows]], False
+        return codes, per_label, False
     if column in (TPS_TOKENS, TPS_MS):
         # Only rows with both: tokens per second of the requests whose time is known.
-        tokens, _ = _values(table, "tokens_output", rows, prices)
-        latency, _ = _values(table, "latency_ms", rows, prices)
+        tokens = _floats(table, "tokens_output")
+        latency = _floats(table, "latency_ms")
         values = tokens if column == TPS_TOKENS else latency
-        return np.where(np.isnan(tokens) | np.isnan(latency), np.nan, values), False
+        return np.where(np.isnan(tokens) | np.isnan(latency), np.nan, values), None, False
     if column == COST:
-        return _row_cost(table, rows, prices), False
-    data = table[column]
-    if pa.types.is_null(data.type):
-        values = np.full(len(data), np.nan)
-    else:  # zero-copy without nulls; select the rows before widening to float64
-        values = data.to_numpy(zero_copy_only=False)
-    values = values if rows is None else values[rows]
-    return values.astype(np.float64, copy=False), pa.types.is_integer(data.type)
+        return _row_cost(table, prices), None, False
+    return _data(table[column]), None, pa.types.is_integer(table[column].type)
 
 
-def _row_cost(table: pa.Table, rows: np.ndarray | None, prices: PriceTable) -> np.ndarray:
+def _data(column: pa.ChunkedArray) -> np.ndarray:
+    """Numbers as NumPy: zero-copy without nulls; with nulls, floats with NaN."""
+    if pa.types.is_null(column.type):  # a column this block never saw
+        return np.full(len(column), np.nan)
+    return column.to_numpy(zero_copy_only=False)
+
+
+def _floats(table: pa.Table, column: str) -> np.ndarray:
+    return _data(table[column]).astype(np.float64, copy=False)
+
+
+def _row_cost(table: pa.Table, prices: PriceTable) -> np.ndarray:
     """tokens_input x input price + tokens_output x output price by the row's model; NaN
     where the model has no price or a token count is missing."""
     codes, labels = _dictionary_codes(table["model"])
@@ -231,38 +222,17 @@ def _row_cost(table: pa.Table, rows: np.ndarray | None, prices: PriceTable) -> n
     scale = 1.0 / prices.per_tokens
     price_in = np.array([p.input * scale if p else np.nan for p in found])
     price_out = np.array([p.output * scale if p else np.nan for p in found])
-    codes = codes if rows is None else codes[rows]
-    tokens_in, _ = _values(table, "tokens_input", rows, prices)
-    tokens_out, _ = _values(table, "tokens_output", rows, prices)
+    tokens_in = _floats(table, "tokens_input")
+    tokens_out = _floats(table, "tokens_output")
     return tokens_in * price_in[codes] + tokens_out * price_out[codes]
 
 
-def _reduce(func: str, ids: np.ndarray, values: np.ndarray, groups: int) -> np.ndarray:
-    if func == "sum":
-        return np.bincount(ids, weights=values, minlength=groups)
-    if func == "count":
-        return np.bincount(ids, minlength=groups)
-    out = np.full(groups, np.inf if func == "min" else -np.inf)
-    (np.minimum if func == "min" else np.maximum).at(out, ids, values)
-    out[np.isinf(out) & (np.bincount(ids, minlength=groups) == 0)] = np.nan
-    return out
-
-
-def _sketch_counts(ids: np.ndarray, buckets: np.ndarray, groups: int) -> np.ndarray:
-    """(group, bucket, count) rows, sorted by group then bucket."""
-    if not len(ids):
-        return np.zeros((0, 3), np.int64)
-    low = int(buckets.min())
-    width = int(buckets.max()) - low + 1
-    combined = ids * width + (buckets.astype(np.int64) - low)
-    if groups * width <= max(4 * len(ids), 1 << 20):
-        counts = np.bincount(combined, minlength=groups * width)
-        present = np.flatnonzero(counts)
-        counts = counts[present]
-    else:
-        present, counts = np.unique(combined, return_counts=True)
-    group, bucket = np.divmod(present, width)
-    return np.column_stack([group, bucket + low, counts])
+_STAT_OF = {
+    "sum": lambda s: s.sums,
+    "count": lambda s: s.counts,
+    "min": lambda s: s.mins,
+    "max": lambda s: s.maxs,
+}
 
 
 def merge(partials: list[Partial], plan: Plan) -> Partial:
@@ -277,9 +247,8 @@ def merge(partials: list[Partial], plan: Plan) -> Partial:
     out = Partial(merged_keys, integer=set().union(*(p.integer for p in partials)))
     for name in partials[0].stats:
         values = np.concatenate([p.stats[name] for p in partials]).astype(np.float64)
-        valid = ~np.isnan(values)
         func = _REDUCE[name.split(":", 1)[0]] if name != ROWS else "sum"
-        out.stats[name] = _reduce(func, ids[valid], values[valid], groups)
+        out.stats[name] = _STAT_OF[func](group_stats(ids, values, groups))
     for column in partials[0].sketches:
         rows = [p.sketches[column] for p in partials]
         group = np.concatenate([ids[o + r[:, 0]] for o, r in zip(offsets[:-1], rows, strict=True)])

@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from pipelines.logs import LogStore, QueryError, UnknownColumnError, aggregate
+from pipelines.logs import LogStore, QueryError, UnknownColumnError
 from pipelines.logs.prices import ModelPrice, PriceTable
 
 RECORDS = [
@@ -99,16 +99,6 @@ def test_seed_example(store: LogStore) -> None:
 def test_filters(store: LogStore, conds: dict, expected: int) -> None:
     df = store.query().filter(**conds).aggregate(metrics={"n": "count"})
     assert df["n"].tolist() == [expected]
-
-
-def test_in_filter_by_compares_or_by_lookup_table(store: LogStore, monkeypatch) -> None:
-    def counts() -> list[dict]:
-        conds = {"model": ["a", "c"], "route": ["rag", "chat", "missing"]}
-        return rows(store.query().filter(**conds).aggregate(by=["model"], metrics={"n": "count"}))
-
-    by_compares = counts()
-    monkeypatch.setattr(aggregate, "FEW_CODES", 0)
-    assert counts() == by_compares and sum(r["n"] for r in by_compares) > 0
 
 
 def test_filters_chain_and(store: LogStore) -> None:
