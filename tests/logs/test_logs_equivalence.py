@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from pipelines.logs import LogStore
@@ -147,16 +148,31 @@ def test_arrow_engine_matches_duckdb(
     assert_same(ours, duck(reference, select, where, keys), metrics, nkeys)
 
 
-def test_arrow_engine_in_threads_matches_duckdb(arrow_store, reference, monkeypatch) -> None:
-    # A large table's query runs one partial per core and merges them: force three slices.
-    monkeypatch.setattr(store_module, "PARALLEL_MIN_ROWS", 1000)
-    monkeypatch.setattr(store_module.os, "cpu_count", lambda: 3)
-    assert len(store_module.row_slices(arrow_store.table.num_rows, 3)) == 3
+def test_arrow_engine_in_pieces_matches_duckdb(log_dir: Path, reference, monkeypatch) -> None:
+    # A large table is kept in pieces (small chunks joined), one partial per piece, merged.
+    monkeypatch.setattr(store_module, "PIECE_ROWS", 4000)
+    store = LogStore.from_jsonl(log_dir, engine="arrow", chunk_bytes=300_000)
+    pieces = store.table.to_batches()
+    assert len(pieces) >= 5 and all(p.num_rows >= 4000 for p in pieces[:-1])
     for param in QUERIES:
         conds, by, metrics, bucket, select, where, keys = param.values
-        ours = arrow_store.query().filter(**conds).aggregate(by=by, metrics=metrics, bucket=bucket)
+        ours = store.query().filter(**conds).aggregate(by=by, metrics=metrics, bucket=bucket)
         nkeys = len(by) + (1 if bucket else 0)
         assert_same(ours, duck(reference, select, where, keys), metrics, nkeys)
+
+
+def test_pieces_join_small_chunks_and_keep_large_ones() -> None:
+    chunks = [
+        pa.table({"model": pa.array(names).dictionary_encode(), "n": list(range(len(names)))})
+        for names in (["a"] * 5, ["b", "a"], ["c"] * 3, ["a", "d"] * 4, ["e"])
+    ]
+    table = store_module.in_pieces(pa.concat_tables(chunks), 4)
+    pieces = table.to_batches()
+    assert [p.num_rows for p in pieces] == [5, 5, 8, 1]
+    assert table.to_pylist() == pa.concat_tables(chunks).to_pylist()
+    # A chunk large enough on its own is not copied; joined ones share one dictionary.
+    assert pieces[0].column(1).buffers()[1].address == chunks[0]["n"].chunk(0).buffers()[1].address
+    assert pieces[1].column(0).dictionary.to_pylist() == ["b", "a", "c"]
 
 
 def test_ray_engine_matches_duckdb(ray_session, log_dir: Path, reference, arrow_store) -> None:
