@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC
+from operator import attrgetter
 
 import numpy as np
 import pandas as pd
@@ -47,8 +48,8 @@ def partial(table: pa.Table, plan: Plan, prices: PriceTable) -> Partial:
     groups = keys.num_rows if plan.keys else 1
     out = Partial(keys, {ROWS: np.bincount(ids, minlength=groups)})
     needs = _stat_inputs(plan)
-    quantiles = {m.column: True for m in plan.metrics if m.kind == "quantile"}
-    for column in {**needs, **quantiles}:
+    quantiles = [m.column for m in plan.metrics if m.kind == "quantile"]
+    for column in dict.fromkeys([*needs, *quantiles]):
         values, lut, integer = _column(table, column, prices)
         stats = group_stats(ids, values, groups, rows, lut, sketch=column in quantiles)
         if integer:
@@ -228,10 +229,10 @@ def _row_cost(table: pa.Table, prices: PriceTable) -> np.ndarray:
 
 
 _STAT_OF = {
-    "sum": lambda s: s.sums,
-    "count": lambda s: s.counts,
-    "min": lambda s: s.mins,
-    "max": lambda s: s.maxs,
+    "sum": attrgetter("sums"),
+    "count": attrgetter("counts"),
+    "min": attrgetter("mins"),
+    "max": attrgetter("maxs"),
 }
 
 
