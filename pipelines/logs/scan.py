@@ -13,7 +13,8 @@ The hot loops have no bounds checks: the fast path only takes lines that end wit
 last line without one goes to the validator) and every loop stops at a byte the grammar
 does not allow where it is, which a LF always is, so no byte read passes the line's LF. The
 exceptions check the end themselves: a timestamp's fixed layout, and 8-byte words (strings,
-separators, numbers and times are searched and compared a word at a time), read by _word.
+separators, numbers and times are searched and compared a word at a time), read by _word;
+extras are copied a word at a time too, into a buffer with 8 bytes to spare.
 
 Numba compiles this on first use and caches the machine code in __pycache__ (cache=True):
 about 30 s of CPU once per checkout, then a fraction of a second per process.
@@ -49,6 +50,9 @@ _MAX_DIGITS = 18  # digits that always fit an int64
 MAX_DISTINCT = 1 << 13
 _SLOT_BITS = 14  # hash slots per field: twice MAX_DISTINCT keeps probes short
 _SEP_WORDS = 3  # the longest separator learned: 24 bytes, `, "tokens_output": ` and more
+# Separators learned after the first, second, ... extra field of a line (the last slot for
+# any later one): lines that repeat a layout with several extras repeat each one's successor.
+_EXTRA_SLOTS = 4
 _END = -1  # the field _connective gives for the end of the object
 _POW10 = np.array([10.0**k for k in range(23)])  # exact doubles: Clinger's fast path
 _NULL, _TRUE, _FALSE = (np.frombuffer(w, np.uint8).copy() for w in (b"null", b"true", b"false"))
@@ -122,21 +126,26 @@ def _scan(buf, key_bytes, key_ends, kinds):
     distinct = np.zeros(n_fields, np.int64)
     # The last date read, as timestamps repeat it: (set, its first 8 bytes, the next 2, days)
     dates = np.zeros(4, np.int64)
-    # A line's extras take at most its bytes: `{`, `,` and `}` stand for the line's own.
-    extras = np.empty(size, np.uint8)
+    # A line's extras take at most its bytes: `{`, `,` and `}` stand for the line's own. They
+    # are copied a word at a time: 8 bytes spare for the last word's overshoot.
+    extras = np.empty(size + 8, np.uint8)
     # The lines of extras kept, interned like a string field's values: (slots, spans, count).
     line_slots = np.zeros((1, 1 << _SLOT_BITS), np.int32)
     line_spans = np.empty((1, MAX_DISTINCT, 2), np.int64)
     interned = np.zeros(1, np.int64)
     kept = 0
     # Logs repeat one layout, so the bytes from the end of a value (or the line start) to the
-    # next value, `, "model": ` say, repeat too. Per slot (field f, n_fields for an extra,
-    # n_fields + 1 for the line start), the field that came next and those bytes, when that
-    # field is known and they fit 3 words: a line that repeats them is read without parsing
-    # them again (same bytes after the same kind of token, same parse).
-    follows = np.full(n_fields + 2, -1, np.int64)
-    seps = np.zeros((n_fields + 2, _SEP_WORDS), np.uint64)
-    sep_sizes = np.zeros(n_fields + 2, np.int64)
+    # next value, `, "model": ` say, repeat too. Per slot (see _line), the field that came
+    # next, those bytes when they fit 3 words, and where the key starts in them: a line that
+    # repeats them is read without parsing them again (same bytes after the same kind of
+    # token, same parse; the key is in the bytes, so it is compared whole). Each slot has
+    # two ways, slot and slot + n_fields + 1 + _EXTRA_SLOTS, the last two separators seen:
+    # a field present on some lines only leaves the one before it two successors.
+    n_slots = 2 * (n_fields + 1 + _EXTRA_SLOTS)
+    follows = np.full(n_slots, -1, np.int64)
+    seps = np.zeros((n_slots, _SEP_WORDS), np.uint64)
+    sep_sizes = np.zeros(n_slots, np.int64)
+    key_offsets = np.zeros(n_slots, np.int64)
     pos = line = row = out = blank = n_slow = kept = 0
     while pos < size:
         if row == valid.shape[1]:
@@ -147,8 +156,9 @@ def _scan(buf, key_bytes, key_ends, kinds):
         # The loop over lines is apart: arrays reassigned in a loop cost reference counting.
         pos, line, row, out, blank, n_slow, kept = _lines(
             buf, fast_end, pos, line, row, out, blank, n_slow, kept, key_bytes, key_ends,
-            kinds, follows, seps, sep_sizes, valid, numbers, integers, extra_lines, slow,
-            slots, dictionaries, distinct, dates, extras, line_slots, line_spans, interned,
+            kinds, follows, seps, sep_sizes, key_offsets, valid, numbers, integers,
+            extra_lines, slow, slots, dictionaries, distinct, dates, extras, line_slots,
+            line_spans, interned,
         )  # fmt: skip
     return (
         line, blank, slow[:, :n_slow].T, valid[:, :row], numbers[:, :row], integers[:, :row],
@@ -159,8 +169,8 @@ def _scan(buf, key_bytes, key_ends, kinds):
 @nb.njit
 def _lines(
     buf, fast_end, pos, line, row, out, blank, n_slow, kept, key_bytes, key_ends, kinds,
-    follows, seps, sep_sizes, valid, numbers, integers, extra_lines, slow, slots,
-    dictionaries, distinct, dates, extras, line_slots, line_spans, interned,
+    follows, seps, sep_sizes, key_offsets, valid, numbers, integers, extra_lines, slow,
+    slots, dictionaries, distinct, dates, extras, line_slots, line_spans, interned,
 ):  # fmt: skip
     """Lines from pos until the buffer or an output ends: the counts after them."""
     size = len(buf)
@@ -169,7 +179,8 @@ def _lines(
         if pos < fast_end:
             stop, out = _line(
                 buf, pos, row, key_bytes, key_ends, kinds, follows, seps, sep_sizes,
-                valid, numbers, integers, slots, dictionaries, distinct, dates, extras, out,
+                key_offsets, valid, numbers, integers, slots, dictionaries, distinct, dates,
+                extras, out,
             )  # fmt: skip
         if stop >= 0:
             extra_lines[0, row] = -1
@@ -217,6 +228,20 @@ def _load(typingctx, buf, i):
     return types.uint64(buf, i), codegen
 
 
+@intrinsic
+def _store(typingctx, buf, i, word):
+    """Write the uint64 `word` as the 8 bytes of buf from i: one unaligned store, no bounds
+    check."""
+
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        address = builder.bitcast(builder.gep(data, [args[1]]), ir.IntType(64).as_pointer())
+        builder.store(args[2], address, align=1)
+        return context.get_dummy_value()
+
+    return types.void(buf, i, word), codegen
+
+
 @nb.njit(inline="always")
 def _word(buf, i):
     """The 8 bytes of buf from i as a uint64 (byte i lowest), zeros past the buffer end."""
@@ -243,39 +268,56 @@ def _skip_ws(buf, i):
 
 @nb.njit
 def _line(
-    buf, i, row, key_bytes, key_ends, kinds, follows, seps, sep_sizes, valid, numbers,
-    integers, slots, dictionaries, distinct, dates, extras, out,
+    buf, i, row, key_bytes, key_ends, kinds, follows, seps, sep_sizes, key_offsets, valid,
+    numbers, integers, slots, dictionaries, distinct, dates, extras, out,
 ):  # fmt: skip
     """One line from i into `row`: (index of its LF, extras written up to), or (-1, out)
     where the fast path does not take it."""
-    extra = len(kinds)
-    previous, mark = extra + 1, out
+    # The slot of what came before the next separator: a known field f is slot f, the line
+    # start slot `extra` (= the number of known fields), the k-th extra field of the line
+    # slot extra + k (up to _EXTRA_SLOTS).
+    extra, ways = len(kinds), len(follows) // 2
+    slot, mark, n_extras = extra, out, 0
     while True:
-        field, size = follows[previous], sep_sizes[previous]
-        if size and _repeats(buf, i, seps, previous, size):
-            i = _skip_ws(buf, i + size)  # it was learned perhaps cut short by a LF
+        way = slot  # the way of the slot whose separator the line repeats, or -1
+        if not (sep_sizes[way] and _repeats(buf, i, seps, way, sep_sizes[way])):
+            if slot != extra and buf[i] == _CLOSE:
+                # The end of the object, without a call: the usual way past an optional
+                # last field (an end is not learned, so the slot keeps that field).
+                i += 1
+                break
+            way = slot + ways
+            if not (sep_sizes[way] and _repeats(buf, i, seps, way, sep_sizes[way])):
+                way = -1
+        if way >= 0:
+            field, key = follows[way], i + key_offsets[way]
+            i = _skip_ws(buf, i + sep_sizes[way])  # it was learned perhaps cut short by a LF
         else:
             start = i
-            i, field, key = _connective(buf, i, previous, field, key_bytes, key_ends)
+            i, field, key = _connective(buf, i, slot == extra, follows[slot], key_bytes, key_ends)
             if i < 0:
                 return -1, out
             if field == _END:
                 break
-            follows[previous] = field
-            sep_sizes[previous] = _learn(buf, start, i, seps, previous) if field < extra else 0
+            _learn(buf, start, i, key, field, slot, follows, seps, sep_sizes, key_offsets)
         if field < extra:
             i = _known(
                 buf, i, field, kinds[field], row, valid, numbers, integers,
                 slots, dictionaries, distinct, dates,
             )  # fmt: skip
+            slot = field
         else:
-            end = _extra(buf, i)
-            if end >= 0:
-                out = _copy_extra(buf, key, end, extras, out, out == mark)
+            # Strings, the usual extras, are read here: _extra, a call, reads the other values.
+            end = _string(buf, i)[0] if buf[i] == _QUOTE else _extra(buf, i)
+            if end < 0:
+                return -1, out
+            # `"key": value` from the key: whatever joins them is valid JSON, copied as it is
+            out = _copy_extra(buf, key, end, extras, out, out == mark)
             i = end
+            n_extras += 1
+            slot = extra + min(n_extras, _EXTRA_SLOTS)
         if i < 0:
             return -1, out
-        previous = field
     if out > mark:
         extras[out] = _CLOSE
         extras[out + 1] = _LF
@@ -285,11 +327,11 @@ def _line(
 
 
 @nb.njit
-def _connective(buf, i, previous, guess, key_bytes, key_ends):
-    """What joins a value (or the line start) to the next value: (where the value starts,
-    its field, where its key starts), (after the `}`, _END, 0) at the end of the object, or
-    (-1, 0, 0) if it is not valid JSON."""
-    if previous == len(key_ends) + 1:  # the line start
+def _connective(buf, i, first, guess, key_bytes, key_ends):
+    """What joins a value (or the line start, if `first`) to the next value: (where the value
+    starts, its field, where its key starts), (after the `}`, _END, 0) at the end of the
+    object, or (-1, 0, 0) if it is not valid JSON."""
+    if first:
         if buf[i] == 0xEF and buf[i + 1] == 0xBB and buf[i + 2] == 0xBF:
             i += 3  # a UTF-8 byte order mark, as some Windows tools write: not part of the line
         i = _skip_ws(buf, i)
@@ -329,22 +371,31 @@ def _repeats(buf, i, seps, slot, size):
 
 
 @nb.njit
-def _learn(buf, start, end, seps, slot):
-    """Keep buf[start:end] in seps[slot] if it fits: its size, or 0."""
+def _learn(buf, start, end, key, field, slot, follows, seps, sep_sizes, key_offsets):
+    """Learn buf[start:end], the separator from `slot` to `field` whose key starts at `key`,
+    as the slot's first way (its size 0 if it does not fit); the first way becomes the
+    second, the second is forgotten."""
+    other = slot + len(follows) // 2
+    follows[other], sep_sizes[other] = follows[slot], sep_sizes[slot]
+    key_offsets[other] = key_offsets[slot]
+    for k in range(_SEP_WORDS):
+        seps[other, k] = seps[slot, k]
     size = end - start
-    if size > 8 * _SEP_WORDS:
-        return 0
+    follows[slot], key_offsets[slot] = field, key - start
+    sep_sizes[slot] = size if size <= 8 * _SEP_WORDS else 0
     for k in range(_SEP_WORDS):
         seps[slot, k] = _word(buf, start + 8 * k) & _low_bytes(min(max(size - 8 * k, 0), 8))
-    return size
 
 
-@nb.njit
+@nb.njit(inline="always")
 def _copy_extra(buf, start, end, extras, out, first):
+    """Append `{` (the line's first extra) or `,`, then buf[start:end], to extras at out: the
+    end. A word at a time: up to 7 bytes past the end are written too, which the next write
+    overwrites and the buffer has room for."""
     extras[out] = _OPEN if first else _COMMA
     out += 1
-    for k in range(end - start):
-        extras[out + k] = buf[start + k]
+    for k in range(0, end - start, 8):
+        _store(extras, out + k, _word(buf, start + k))
     return out + end - start
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pyarrow as pa
@@ -341,3 +342,93 @@ def test_mapped_chunks_equal_read_ones(tmp_path: Path, monkeypatch: pytest.Monke
 
     monkeypatch.setattr(sources, "resolve", remote)
     assert [bytes(m) for m in mapped] == [read_chunk(c) for c in chunks]
+
+
+def with_extras(extras: dict, at: int, **changes) -> str:
+    """good() with `extras` inserted before its known field number `at` (7: at the end)."""
+    items = list({**GOOD, **changes}.items())
+    return json.dumps(dict(items[:at] + list(extras.items()) + items[at:]))
+
+
+def expected_extras(lines: list[str]) -> tuple[list[bytes], list[int]]:
+    """The scan's lines of extras (`"key": value` as json.dumps writes them, joined by the
+    scan's own commas) and each row's line in them."""
+    kept: list[bytes] = []
+    rows = []
+    for line in lines:
+        pairs = [(k, v) for k, v in json.loads(line).items() if k not in GOOD]
+        if not pairs:
+            rows.append(-1)
+            continue
+        text = (
+            "{" + ",".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in pairs) + "}"
+        ).encode()
+        if text not in kept:
+            kept.append(text)
+        rows.append(kept.index(text))
+    return kept, rows
+
+
+def assert_extras(lines: list[str]) -> None:
+    """The scan takes every line, copies its extras as they are, and so does parse_buffer."""
+    data = ("\n".join(lines) + "\n").encode()
+    found = scan(data, _NAMES, _KINDS)
+    assert len(found.slow) == 0
+    kept, rows = expected_extras(lines)
+    assert found.extras.tobytes().splitlines() == kept
+    assert found.extra_lines.tolist() == rows
+    assert_like_validator(data)
+
+
+def test_extras_in_every_position() -> None:
+    """One extra or several, before, between and after the known fields, the same layout
+    line after line (separators to and from extras are learned) and changing."""
+    lines = []
+    for at in range(8):
+        one = [with_extras({"region": r}, at) for r in ("eu", "us", "eu")]
+        two = [with_extras({"region": r, "user": "u1"}, at) for r in ("eu", "us")]
+        many = [with_extras({f"x{k}": k for k in range(7)}, at, route=r) for r in "ab"]
+        lines += one + two + many + one
+    assert_extras(lines)
+
+
+def test_optional_extras_flip_line_to_line() -> None:
+    """Extras present on some lines only: the field before one is followed by it or by the
+    next field (or the end), at random; values of every scalar type."""
+    rng = random.Random(7)
+    values = ["eu", None, True, False, 0, -12, 3.25, "tab\there", "ü"]
+    lines = []
+    for _ in range(600):
+        extras = {k: rng.choice(values) for k in ("region", "user", "team") if rng.random() < 0.4}
+        lines.append(with_extras(extras, rng.choice((2, 7)), tokens_input=rng.randrange(9)))
+    assert_extras(lines)
+
+
+def test_keys_like_a_learned_separator_or_a_known_name() -> None:
+    """Keys that share a learned separator's bytes up to their last byte, or longer or
+    shorter, and keys that are a known name's prefix or extension: each is its own field."""
+    keys = ["region", "regioN", "regio", "region_", "mode", "model_", "statu", "status2"]
+    keys += ["tokens_in", "tokens_inputs", "tokens_output ", "r", ""]
+    lines = []
+    for key in keys:
+        for at in (1, 2, 7):
+            lines += [with_extras({"region": "eu"}, at), with_extras({key: "x"}, at)]
+            lines.append(with_extras({"region": "eu", key: 1}, at))
+    # Known fields after an extra: the learned separator to `model` is not one to `mode`.
+    lines += ['{"region": 1, "model": "a"}', '{"region": 1, "mode": "a"}'] * 2
+    lines += ['{"mode": "a", "model": "b"}', '{"model": "b", "mode": "a"}'] * 2
+    assert_extras(lines)
+
+
+def test_extras_with_unusual_separators_and_values_like_the_validator() -> None:
+    """Whitespace around an extra's colon and comma, an escaped key, a nested or bad value
+    after the same separator was learned: the copy keeps the bytes from the key on, and what
+    the scan cannot judge goes to the validator."""
+    base = good(region="eu")[:-1]  # without its closing brace
+    tails = [', "region" :"eu"}', ',"region":"eu"  }', ', "a": 1 , "b":2}', ', "reg\\u0069on": 1}']
+    tails += [', "region": {"a": 1}}', ', "region": [1]}', ', "region": tru}', ', "region": 01}']
+    tails += [', "region": "x\\"y"}', ', "region": 1e400}', ', "region": "eu" "us"}', ', "region"}']
+    lines = [base + "}"]
+    for tail in tails:
+        lines += [base + tail, good(region="eu"), base + tail]
+    assert_like_validator(("\n".join(lines) + "\n").encode())
