@@ -252,7 +252,9 @@ def logstore(paths: list[str], engine: str):
 
 def seed_query(store) -> list[tuple]:
     df = store.query().filter(model=MODEL, min_latency_ms=MIN_LATENCY)
-    return list(df.aggregate(by=["route"], metrics=METRICS).itertuples(index=False, name=None))
+    answer = df.aggregate(by=["route"], metrics=METRICS)
+    # The cheapest rows out of a pandas frame, as .rows() is for Polars (itertuples: 0.4 ms).
+    return [tuple(row) for row in answer.to_numpy(dtype=object).tolist()]
 
 
 def logstore_answer(paths: list[str], engine: str) -> list[tuple]:
