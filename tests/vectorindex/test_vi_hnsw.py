@@ -118,7 +118,7 @@ def test_adds_reuse_deleted_slots(data, quantize):
     # The new rows took the deleted slots: appending them would have grown memory by half.
     assert index.memory_usage() < before * 1.05
     assert index.ntotal == 2000
-    _, found = index.search(np.concatenate([xq, xb[:100]]), 10)
+    _, found = index.search(np.concatenate([xq, xb[:100]]), 10, ef_search=128)
     assert found.min() >= 1000
     truth = exact_ids(xb[1000:], xq, 10, "l2") + 1000
     assert recall(found[: len(xq)], truth) >= 0.95
