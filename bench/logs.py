@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--big-rows", type=int, default=10_000_000)
     parser.add_argument("--big-files", type=int, default=32)
-    parser.add_argument("--repeat", type=int, default=5, help="best of N for the fast timings")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds of the 100k timings")
+    parser.add_argument("--big-repeat", type=int, default=3, help="rounds of the 10M timings")
     parser.add_argument("--data", default=".refinery/bench/logs", help="generated data cache")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray engine")
     parser.add_argument("--ray-cpus", type=int, default=2, help="CPUs of the bench's local Ray")
@@ -74,38 +75,42 @@ def main(args: argparse.Namespace) -> int:
 
 
 def run_size(rows: int, files: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Every contender timed round by round (A B C A B C ...), best round kept: the machine's
+    speed drifts over minutes, and timing one contender's repeats back to back would hand
+    the drift to whichever ran in a slow spell."""
     raw, clean = prepare_data(Path(args.data), rows, files)
     big = rows > 1_000_000
-    repeat = 1 if big else args.repeat
-    contenders: dict[str, dict[str, Any]] = {}
-
-    def record(name: str, file_fn: Callable[[], Any] | None, loaded: tuple | None) -> None:
-        entry: dict[str, Any] = {}
-        if file_fn is not None:
-            entry["file_s"], entry["answer"] = best_of(file_fn, repeat)
-        if loaded is not None:
-            load, query = loaded
-            state = load()
-            entry["query_s"], answer = best_of(lambda: query(state), args.repeat)
-            entry.setdefault("answer", answer)
-        contenders[name] = entry
-        timings = "  ".join(f"{k}={v * 1000:.1f}ms" for k, v in entry.items() if k.endswith("_s"))
-        print(f"  {rows:>10,} rows  {name:<8} {timings}", flush=True)
-
-    # Pure Python at 10M rows would hold 10M dicts (GBs): file -> answer only, streamed.
-    record(
-        "python",
-        lambda: python_answer(python_rows(raw)),
-        None if big else (lambda: list(python_rows(raw)), python_answer),
-    )
-    record("duckdb", lambda: duckdb_file(raw), (lambda: duckdb_load(raw), duckdb_query))
-    record("polars", lambda: polars_file(clean), (lambda: polars_load(clean), polars_query))
-    record(
-        "arrow", lambda: logstore_answer(raw, "arrow"), (lambda: logstore(raw, "arrow"), seed_query)
-    )
+    # Pure Python at 10M rows would hold 10M dicts (GBs): file -> answer only, streamed, once.
+    file_fns: dict[str, tuple[Callable[[], Any], int]] = {
+        "python": (lambda: python_answer(python_rows(raw)), 1 if big else args.repeat),
+        "duckdb": (lambda: duckdb_file(raw), args.big_repeat if big else args.repeat),
+        "polars": (lambda: polars_file(clean), args.big_repeat if big else args.repeat),
+        "arrow": (lambda: logstore_answer(raw, "arrow"), args.big_repeat if big else args.repeat),
+    }
     if not args.no_ray:
         logstore_answer(raw, "ray")  # warm-up: worker start-up is not the engine's speed
-        record("ray", lambda: logstore_answer(raw, "ray"), None)
+        file_fns["ray"] = (lambda: logstore_answer(raw, "ray"), file_fns["arrow"][1])
+    loaders: dict[str, tuple[Callable[[], Any], Callable[[Any], Any]]] = {
+        "duckdb": (lambda: duckdb_load(raw), duckdb_query),
+        "polars": (lambda: polars_load(clean), polars_query),
+        "arrow": (lambda: logstore(raw, "arrow"), seed_query),
+    }
+    if not big:
+        loaders = {"python": (lambda: list(python_rows(raw)), python_answer), **loaders}
+    contenders: dict[str, dict[str, Any]] = {name: {} for name in file_fns}
+    for name, (seconds, answer) in interleaved(file_fns).items():
+        contenders[name].update(file_s=seconds, answer=answer)
+    states = {name: load() for name, (load, _) in loaders.items()}
+    queries = {
+        name: (lambda q=query, s=states[name]: q(s), args.repeat)
+        for name, (_, query) in loaders.items()
+    }
+    for name, (seconds, _) in interleaved(queries).items():
+        contenders[name]["query_s"] = seconds
+    del states
+    for name, entry in contenders.items():
+        timings = "  ".join(f"{k}={v * 1000:.1f}ms" for k, v in entry.items() if k.endswith("_s"))
+        print(f"  {rows:>10,} rows  {name:<8} {timings}", flush=True)
     agree = check_agreement(contenders)
     return {
         "rows": rows,
@@ -118,13 +123,17 @@ def run_size(rows: int, files: int, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def best_of(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    best, result = math.inf, None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, result
+def interleaved(fns: dict[str, tuple[Callable[[], Any], int]]) -> dict[str, tuple[float, Any]]:
+    """name -> (best seconds, last result) of fn, timed `rounds` times, one round of all at
+    a time."""
+    best = {name: (math.inf, None) for name in fns}
+    for round_ in range(max(rounds for _, rounds in fns.values())):
+        for name, (fn, rounds) in fns.items():
+            if round_ < rounds:
+                t0 = time.perf_counter()
+                result = fn()
+                best[name] = (min(best[name][0], time.perf_counter() - t0), result)
+    return best
 
 
 def prepare_data(root: Path, rows: int, files: int) -> tuple[list[str], list[str]]:
