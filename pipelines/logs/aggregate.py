@@ -51,7 +51,7 @@ def partial(table: pa.Table, plan: Plan, prices: PriceTable) -> Partial:
     quantiles = [m.column for m in plan.metrics if m.kind == "quantile"]
     for column in dict.fromkeys([*needs, *quantiles]):
         values, lut, integer = _column(table, column, prices)
-        stats = group_stats(ids, values, groups, rows, lut, sketch=column in quantiles)
+        stats = group_stats(ids, values, groups, rows, lut, with_sketch=column in quantiles)
         if integer:
             out.integer.add(column)
         for func in needs.get(column, ()):

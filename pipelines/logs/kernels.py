@@ -2,8 +2,8 @@
 
 NumPy needs a call per statistic and a gathered copy of every column for the selected rows
 (masks, takes, bincounts, minimum.at: about 30 calls of 20-150 us for the seed query at 100k
-rows); these loops read each selected row of a column once and keep the row count, sum,
-non-null count, min and max of every group together, plus the quantile sketch's bucket key.
+rows); these loops read each selected row of a column once and keep every group's sum,
+non-null count, min and max together, plus the values the quantile sketch counts.
 They release the GIL, so the Arrow engine's query threads run them side by side.
 """
 
@@ -33,24 +33,24 @@ def group_stats(
     groups: int,
     rows: np.ndarray | None = None,
     lut: np.ndarray | None = None,
-    sketch: bool = False,
+    with_sketch: bool = False,
 ) -> GroupStats:
     """Statistics of values per group; ids[j] is the group of the j-th selected row.
 
     rows: the selected rows' positions in values (None: values are the selected rows).
-    lut: values are codes, and lut[code] the value (NaN: null). sketch: also count the
-    sketch buckets of the non-null values per group.
+    lut: values are codes, and lut[code] the value (NaN: null). with_sketch: also count
+    the sketch buckets of the non-null values per group.
     """
     positions = np.zeros(0, np.int64) if rows is None else rows
     table = np.zeros(0) if lut is None else lut
-    size = len(ids) if sketch else 0
+    size = len(ids) if with_sketch else 0
     picked, picked_ids = np.empty(size), np.empty(size, np.int64)
     sums, counts, mins, maxs, m = _group_stats(
         ids, values, positions, table, groups, picked, picked_ids
     )
     empty = counts == 0
     mins[empty] = maxs[empty] = np.nan
-    rows_of_sketch = _sketch_rows(picked_ids[:m], picked[:m], groups) if sketch else None
+    rows_of_sketch = _sketch_rows(picked_ids[:m], picked[:m], groups) if with_sketch else None
     return GroupStats(sums, counts, mins, maxs, rows_of_sketch)
 
 

@@ -34,7 +34,7 @@ def test_group_stats_match_numpy(n: int, gather: bool) -> None:
     values[rng.random(3 * n) < 0.2] = np.nan
     rows = np.sort(rng.choice(3 * n, n, replace=False)) if gather else None
     selected = values[rows] if gather else values[:n]
-    got = kernels.group_stats(ids, values if gather else values[:n], groups, rows, sketch=True)
+    got = kernels.group_stats(ids, values if gather else values[:n], groups, rows, with_sketch=True)
     for have, want in zip(got[:4], reference(ids, selected, groups), strict=True):
         np.testing.assert_allclose(have, want, rtol=1e-12)
     valid = ~np.isnan(selected)
@@ -62,7 +62,7 @@ def test_sparse_sketch_cells_take_the_sort() -> None:
     # Values over 20 decades make (group, bucket) cells far more than rows.
     ids = rng.integers(0, 50, 200)
     values = 10.0 ** rng.uniform(-10, 10, 200)
-    got = kernels.group_stats(ids, values, 50, sketch=True).sketch
+    got = kernels.group_stats(ids, values, 50, with_sketch=True).sketch
     pairs = sorted(zip(ids.tolist(), sketch.keys(values).tolist(), strict=True))
     assert [(g, k) for g, k, c in got.tolist() for _ in range(c)] == pairs
 
