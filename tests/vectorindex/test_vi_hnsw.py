@@ -118,10 +118,38 @@ def test_adds_reuse_deleted_slots(data, quantize):
     # The new rows took the deleted slots: appending them would have grown memory by half.
     assert index.memory_usage() < before * 1.05
     assert index.ntotal == 2000
-    _, found = index.search(np.concatenate([xq, xb[:100]]), 10, ef_search=128)
+    _, found = index.search(np.concatenate([xq, xb[:100]]), 10)
     assert found.min() >= 1000
     truth = exact_ids(xb[1000:], xq, 10, "l2") + 1000
-    assert recall(found[: len(xq)], truth) >= 0.95
+    # The default beam: 0.970-0.986 with the old neighbours' lists repaired (a fresh index of
+    # the same rows: 0.99), 0.95-0.96 when links into reused slots went stale.
+    assert recall(found[: len(xq)], truth) >= 0.96
+
+
+def test_heavy_churn_keeps_recall_of_a_fresh_index():
+    """Rounds of removing half the rows and adding as many new ones (all into reused slots)
+    leave a graph that finds neighbours as well as one built from the live rows alone."""
+    rng = np.random.default_rng(8)
+    xb, xq = clustered(6000, 32, 9), clustered(100, 32, 10)
+    index = vi.IndexHNSW(32, M=12, ef_construction=80)
+    index.add_with_ids(xb[:2000], np.arange(2000))
+    live, next_row = np.arange(2000), 2000
+    for _ in range(4):
+        gone = rng.choice(live, len(live) // 2, replace=False)
+        index.remove_ids(gone)
+        rows = np.arange(next_row, next_row + len(gone))
+        next_row += len(gone)
+        before = index.memory_usage()
+        index.add_with_ids(xb[rows], rows)
+        assert index.memory_usage() < before * 1.05
+        live = np.concatenate([np.setdiff1d(live, gone), rows])
+    assert set(index.ids().tolist()) == set(live.tolist())
+    truth = live[exact_ids(xb[live], xq, 10, "l2")]
+    fresh = vi.IndexHNSW(32, M=12, ef_construction=80)
+    fresh.add_with_ids(xb[live], live)
+    fresh_recall = recall(fresh.search(xq, 10)[1], truth)
+    # Measured: churned 0.980-0.986 against fresh 0.979-0.982; with stale links, 0.958-0.963.
+    assert recall(index.search(xq, 10)[1], truth) >= fresh_recall - 0.01
 
 
 def test_churn_never_returns_deleted_ids(tmp_path):

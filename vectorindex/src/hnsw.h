@@ -43,6 +43,9 @@ class HNSWIndex : public Index {
 
   std::vector<uint32_t> place(const float* x, size_t n, const int64_t* ids);
   void insert(uint32_t s, const float* q, float qn);
+  std::vector<std::vector<uint32_t>> old_links(uint32_t s) const;
+  void repair(uint32_t n, uint32_t s, int level, const std::vector<uint32_t>& old);
+  void top_up(std::vector<Hit>& kept, std::vector<Hit> pool, size_t want) const;
   template <bool kLocked>
   uint32_t greedy(const float* q, float qn, uint32_t ep, int from, int to) const;
   template <bool kLocked>
@@ -50,7 +53,7 @@ class HNSWIndex : public Index {
                                 const uint8_t* skip) const;
   std::vector<Hit> search_one(const float* q, float qn, size_t ef, size_t kk,
                               const uint8_t* skip) const;
-  void select_neighbors(std::vector<Hit>& cands, size_t m) const;
+  void select_neighbors(std::vector<Hit>& cands, size_t m, bool prune = false) const;
   void connect_back(uint32_t nb, uint32_t s, int level, float dist);
   float node_dist(uint32_t a, uint32_t b) const;
   void prefetch_row(uint32_t s) const;
