@@ -15,7 +15,8 @@ MAX_CHARS = 3000  # a README's first part: keeps the demo's embedding step short
 
 
 def build_demo_corpus(directory: str, max_docs: int = 250) -> str:
-    """Write DIRECTORY/packages.jsonl (id, text, package, version, summary); returns its path."""
+    """Write DIRECTORY/packages.jsonl (id, text, format, package, version, summary); returns
+    its path."""
     seen: set[str] = set()
     records = []
     for dist in sorted(importlib.metadata.distributions(), key=lambda d: d.metadata["Name"] or ""):
@@ -24,10 +25,12 @@ def build_demo_corpus(directory: str, max_docs: int = 250) -> str:
         if not name or name.lower() in seen or len(text) < 500:
             continue
         seen.add(name.lower())
+        content_type = dist.metadata.get("Description-Content-Type") or "text/plain"
         records.append(
             {
                 "id": f"pypi:{name.lower()}",
                 "text": text[:MAX_CHARS],
+                "format": content_type.split(";")[0].strip(),  # text/markdown: inline HTML goes
                 "package": name,
                 "version": dist.version,
                 "summary": dist.metadata.get("Summary") or "",

@@ -1,7 +1,11 @@
 """HTML to text with lxml: headings, paragraphs, list items and code keep their text and
-their line structure; scripts, styles and page chrome are dropped."""
+their line structure; scripts, styles and page chrome are dropped. Markdown loses the HTML
+tags written inline in it (README badges, `<p align="center">`), its code kept as written."""
 
 from __future__ import annotations
+
+import html
+import re
 
 import lxml.html
 from lxml import etree
@@ -36,3 +40,56 @@ def html_to_text(html: str) -> str:
     for element in root.iter(*_CELL):
         element.tail = " " + (element.tail or "")
     return etree.tostring(root, method="text", encoding="unicode", with_tail=False)
+
+
+# A tag or comment: `<` then a name (or `/`, `!--`), never `a < b`, `<https://...>` or `<a@b>`.
+_TAG = re.compile(r"<!--.*?-->|<(/?)([A-Za-z][A-Za-z0-9-]*)(?:\s[^<>]*)?/?>", re.S)
+_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
+_CODE_SPAN = re.compile(r"(`+).+?\1", re.S)
+
+
+def markdown_without_html(markdown: str) -> str:
+    """Markdown with its HTML tags and comments removed (their text kept; a block tag
+    leaves a line break) and entities decoded; fenced and indented code and code spans stay
+    as written."""
+    out: list[str] = []
+    prose: list[str] = []
+    fence, indented, blank = "", False, True
+    for line in markdown.splitlines(keepends=True):
+        opening = _FENCE.match(line)
+        if fence:  # inside a fenced block until a fence of the same kind, as long or longer
+            closing = _FENCE.match(line)
+            if closing and closing.group(1)[0] == fence[0] and len(closing.group(1)) >= len(fence):
+                fence = ""
+            out.append(line)
+        elif opening:
+            out.append(_prose("".join(prose)))
+            prose, fence = [], opening.group(1)
+            out.append(line)
+        elif (blank or indented) and line.startswith(("    ", "\t")) and line.strip():
+            out.append(_prose("".join(prose)))
+            prose, indented = [], True
+            out.append(line)
+        else:
+            indented = indented and not line.strip()
+            prose.append(line)
+        blank = not line.strip()
+    out.append(_prose("".join(prose)))
+    return "".join(out)
+
+
+def _prose(text: str) -> str:
+    """Tags out of the text between code spans."""
+    parts, start = [], 0
+    for span in _CODE_SPAN.finditer(text):
+        parts += [_untagged(text[start : span.start()]), span.group(0)]
+        start = span.end()
+    parts.append(_untagged(text[start:]))
+    return "".join(parts)
+
+
+def _untagged(text: str) -> str:
+    def replace(tag: re.Match[str]) -> str:
+        return "\n" if (tag.group(2) or "").lower() in _BLOCK else ""
+
+    return html.unescape(_TAG.sub(replace, text))

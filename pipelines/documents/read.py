@@ -40,7 +40,12 @@ FORMATS = {
     "jsonl": "jsonl", "ndjson": "jsonl", "json": "jsonl",
     "parquet": "parquet", "pq": "parquet",
     "html": "html", "htm": "html", "xhtml": "html",
-    "txt": "text", "text": "text", "md": "text", "rst": "text",
+    "txt": "text", "text": "text", "rst": "text", "md": "markdown", "markdown": "markdown",
+}  # fmt: skip
+# A JSONL/Parquet record may say what its text is (a "format" field, a name or a MIME type).
+RECORD_FORMATS = {
+    "html": "html", "text/html": "html",
+    "markdown": "markdown", "md": "markdown", "text/markdown": "markdown",
 }  # fmt: skip
 COMPRESSED = {"gz", "bz2", "zst", "lz4"}
 _GLOB = re.compile(r"[*?\[]")
@@ -192,7 +197,9 @@ def _record(record: Any, path: str, number: int, cfg: ReadConfig) -> dict[str, A
     doc_id = record.get(cfg.id_field) if cfg.id_field else None
     doc_id = str(doc_id) if doc_id is not None else f"{path}#{number}"
     meta = {k: v for k, v in record.items() if k not in (cfg.text_field, cfg.id_field)}
-    return document(doc_id, path, record[cfg.text_field], "text", meta)
+    declared = record.get("format")
+    fmt = RECORD_FORMATS.get(declared.lower(), "text") if isinstance(declared, str) else "text"
+    return document(doc_id, path, record[cfg.text_field], fmt, meta)
 
 
 def document(doc_id: str, source: str, text: str, fmt: str, meta: dict[str, Any]) -> dict[str, Any]:

@@ -47,9 +47,14 @@ class Formatter(DocStep):
     @abstractmethod
     def format(self, text: str) -> str: ...
 
+    def rewrite(self, doc: Doc) -> str:
+        """The new text of a document the step applies to (a step whose rewrite depends on
+        more than the text overrides this)."""
+        return self.format(doc["text"])
+
     def process(self, doc: Doc) -> str | None:
         if self.applies(doc):
-            doc["text"] = self.format(doc["text"])
+            doc["text"] = self.rewrite(doc)
         return None if doc["text"] else "empty"
 
 

@@ -137,3 +137,4 @@ def test_demo_corpus_is_real_offline_text(tmp_path: Path) -> None:
     assert len({r["id"] for r in records}) == len(records)
     assert all(len(r["text"]) >= 500 for r in records)
     assert any("pip install" in r["text"] for r in records)
+    assert any(r["format"] == "text/markdown" for r in records)

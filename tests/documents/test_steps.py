@@ -23,7 +23,7 @@ from pipelines.documents.config import (
 from pipelines.documents.dedup import _bucket_pairs, first_per_key
 from pipelines.documents.filters import GopherQuality, LengthFilter, RepetitionFilter
 from pipelines.documents.formatters import HtmlToText, Normalize
-from pipelines.documents.html import html_to_text
+from pipelines.documents.html import html_to_text, markdown_without_html
 from pipelines.documents.minhash import (
     Banding,
     band_keys,
@@ -60,6 +60,28 @@ def test_html_keeps_headings_paragraphs_code_and_drops_script() -> None:
     assert html_to_text("") == ""
 
 
+def test_markdown_loses_inline_html_but_not_its_code() -> None:
+    markdown = (
+        '<p align="center"><img src="logo.png"><br>Fast &amp; small</p>\n'
+        "<!-- badges\nstart -->\n"
+        "# Use <b>it</b>\n\n"
+        "Call `<div>` or ``a <b> b``, see <https://x.org> and <me@x.org>; 1 < 2 > 0.\n\n"
+        "````html\n<div>kept</div>\n```\n<i>still code</i>\n````\n\n"
+        "~~~\n<b>tilde</b>\n~~~\n\n"
+        "    <span>indented code</span>\n\n"
+        "text <em>after</em>\n"
+    )
+    assert markdown_without_html(markdown) == (
+        "\n\nFast & small\n\n\n"
+        "# Use it\n\n"
+        "Call `<div>` or ``a <b> b``, see <https://x.org> and <me@x.org>; 1 < 2 > 0.\n\n"
+        "````html\n<div>kept</div>\n```\n<i>still code</i>\n````\n\n"
+        "~~~\n<b>tilde</b>\n~~~\n\n"
+        "    <span>indented code</span>\n\n"
+        "text after\n"
+    )
+
+
 def test_normalize_nfc_controls_whitespace() -> None:
     raw = "Cafe\u0301\x00 \t bar\u200b\r\n\r\n\r\n\n  next   line  "
     assert normalize(raw) == "Caf\u00e9 bar\n\nnext line"
@@ -71,6 +93,8 @@ def test_formatters_only_touch_their_documents() -> None:
     assert html.process(doc) is None and doc["text"] == "<p>a &amp; b</p>"
     doc = {"text": "<p>a &amp; b</p>", "format": "html"}
     assert html.process(doc) is None and doc["text"].strip() == "a & b"
+    doc = {"text": "**a** &amp; <b>b</b>\n```\n<b>c</b>\n```", "format": "markdown"}
+    assert html.process(doc) is None and doc["text"] == "**a** & b\n```\n<b>c</b>\n```"
     assert text.process({"text": " \x00 "}) == "empty"
 
 
