@@ -57,9 +57,9 @@ def markdown_without_html(markdown: str) -> str:
     fence, indented, blank = "", False, True
     for line in markdown.splitlines(keepends=True):
         opening = _FENCE.match(line)
-        if fence:  # inside a fenced block until a fence of the same kind, as long or longer
-            closing = _FENCE.match(line)
-            if closing and closing.group(1)[0] == fence[0] and len(closing.group(1)) >= len(fence):
+        if fence:  # until a line of only the fence's character, at least as many
+            bare = line.strip()
+            if len(bare) >= len(fence) and bare == fence[0] * len(bare):
                 fence = ""
             out.append(line)
         elif opening:
