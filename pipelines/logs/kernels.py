@@ -16,8 +16,6 @@ import numpy as np
 
 from pipelines.logs import sketch
 
-LANES = 4
-
 
 class GroupStats(NamedTuple):
     sums: np.ndarray  # float64 per group
@@ -58,12 +56,10 @@ def group_stats(
 def _group_stats(ids, values, rows, lut, groups, picked, picked_ids):
     """The per-group statistics in one pass; the non-null values and their groups are also
     written to picked / picked_ids when those have room (the sketch's input)."""
-    # LANES copies of each accumulator, row j updating copy j % LANES: consecutive rows of
-    # one group then do not wait on each other's store (4x faster with one big group).
-    sums = np.zeros((groups, LANES))
-    counts = np.zeros((groups, LANES), np.int64)
-    mins = np.full((groups, LANES), np.inf)
-    maxs = np.full((groups, LANES), -np.inf)
+    sums = np.zeros(groups)
+    counts = np.zeros(groups, np.int64)
+    mins = np.full(groups, np.inf)
+    maxs = np.full(groups, -np.inf)
     gather, coded, pick = len(rows) > 0, len(lut) > 0, len(picked) > 0
     m = 0
     for j in range(len(ids)):
@@ -71,28 +67,16 @@ def _group_stats(ids, values, rows, lut, groups, picked, picked_ids):
         value = lut[np.int64(raw)] if coded else np.float64(raw)
         if value != value:  # NaN: null
             continue
-        g, lane = ids[j], j % LANES
-        sums[g, lane] += value
-        counts[g, lane] += 1
-        mins[g, lane] = min(mins[g, lane], value)
-        maxs[g, lane] = max(maxs[g, lane], value)
+        g = ids[j]
+        sums[g] += value
+        counts[g] += 1
+        mins[g] = min(mins[g], value)
+        maxs[g] = max(maxs[g], value)
         if pick:
             picked[m] = value
             picked_ids[m] = g
             m += 1
-    total = np.zeros(groups)
-    for g in range(groups):  # the lanes in a fixed order: sums do not depend on threads
-        for lane in range(LANES):
-            total[g] += sums[g, lane]
-    return total, counts.sum(axis=1), _lane_min(mins), -_lane_min(-maxs), m
-
-
-@nb.njit(cache=True)
-def _lane_min(lanes):
-    out = np.empty(lanes.shape[0])
-    for g in range(lanes.shape[0]):
-        out[g] = lanes[g].min()
-    return out
+    return sums, counts, mins, maxs, m
 
 
 def _sketch_rows(ids: np.ndarray, values: np.ndarray, groups: int) -> np.ndarray:
