@@ -2,7 +2,8 @@
 
 Every row leaves the stage marked: a quarantine reason (read), a drop step and rule
 (filters), or neither (kept). Counts and per-step seconds come back as one small summary per
-block, summed on the driver, so retries and worker counts cannot skew them.
+block, summed on the driver, so retries and worker counts cannot skew them. The kept
+documents then get unique ids (ids.py) before any later step keys on them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.documents.config import ReadConfig
-from pipelines.documents.read import SCHEMA, InputFile, read_batch
+from pipelines.documents.ids import repeated_rows, row_keys
+from pipelines.documents.read import RAW_CHARS, SCHEMA, InputFile, read_batch
 from pipelines.documents.steps import DatasetStep, Doc, DocBatch, DocStep, RunContext
 from refinery.ray_runtime import without_reservation
 from refinery.storage import write_text
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from ray.data import Dataset
 
 MARKS = ["error", "detail", "line", "_drop_step", "_drop_rule", "_seconds"]
+IDS_STEP = "unique_ids"
 TASKS_PER_CPU = 4
 MAX_FILES_PER_TASK = 256
 
@@ -131,8 +134,34 @@ def _is_kept(table: pa.Table) -> pa.Array:
     return pc.and_(pc.is_null(table["error"]), pc.is_null(table["_drop_step"]))
 
 
-def _kept(table: pa.Table) -> pa.Table:
-    return table.filter(_is_kept(table)).drop_columns(MARKS)
+def _documents(table: pa.Table) -> pa.Table:
+    """The kept documents of a marked block, with their place in the input."""
+    if table.num_rows == 0:
+        return table
+    return table.filter(_is_kept(table)).select(["id", "source", "line", "text"])
+
+
+def _kept(table: pa.Table, removed: Any) -> pa.Table:
+    """Kept documents, less the rows whose key is in the array behind `removed` (an
+    ObjectRef: put once, shared by tasks)."""
+    import ray
+
+    keep = _is_kept(table)
+    repeats = ray.get(removed)
+    if len(repeats):
+        keep = pc.and_(keep, pc.invert(pc.is_in(row_keys(table), value_set=repeats)))
+    return table.filter(keep).drop_columns(MARKS)
+
+
+def _excerpts(table: pa.Table, wanted: Any) -> pa.Table:
+    """(row key, start of the text) of the rows whose key is behind `wanted`."""
+    import ray
+
+    keys = row_keys(table)
+    rows = table.filter(pc.is_in(keys, value_set=ray.get(wanted)))
+    return pa.table(
+        {"key": row_keys(rows), "excerpt": pc.utf8_slice_codeunits(rows["text"], 0, RAW_CHARS)}
+    )
 
 
 def read_groups(files: list[InputFile], tasks: int) -> list[list[str]]:
@@ -183,23 +212,67 @@ def read_and_clean(
     )
     side = marked.map_batches(_side_rows, batch_format="pyarrow", batch_size=None)
     side = pa.concat_tables(ray.get(side.to_arrow_refs()))  # one table per block
-    _record(summarize(side, marked.count()), files, steps, annotators, ctx)
-    quarantine = side.filter(pc.is_valid(side["error"])).to_pylist()
+    alive = _record(summarize(side, marked.count()), files, steps, annotators, ctx)
+    repeats = repeated_rows(marked.to_arrow_refs(), _documents)
+    _record_repeats(repeats, alive, ctx)
+    quarantine = [_quarantine_line(q) for q in side.filter(pc.is_valid(side["error"])).to_pylist()]
+    quarantine += _duplicate_id_lines(marked, repeats)
+    quarantine.sort(key=lambda q: (q["file"], q["line"] or 0, q["reason"]))
     write_text(
         f"{ctx.output}/quarantine.jsonl",
-        "".join(json.dumps(_quarantine_line(q), ensure_ascii=False) + "\n" for q in quarantine),
+        "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in quarantine),
     )
-    dropped = side.filter(pc.is_valid(side["_drop_step"])).sort_by("id").to_pylist()
     names = [s.name for s in steps]
+    dropped = [
+        {"id": d["id"], "source": d["source"], "step": names[d["_drop_step"]],
+         "rule": d["_drop_rule"]}
+        for d in side.filter(pc.is_valid(side["_drop_step"])).to_pylist()
+    ] + [
+        {"id": r["id"], "source": r["source"], "step": IDS_STEP, "rule": r["reason"]}
+        for r in repeats.filter(pc.equal(repeats["reason"], "repeated")).to_pylist()
+    ]  # fmt: skip
+    dropped.sort(key=lambda d: (d["id"], d["source"]))
     write_text(
         f"{ctx.output}/dropped.jsonl",
-        "".join(
-            json.dumps({"id": d["id"], "source": d["source"], "step": names[d["_drop_step"]],
-                        "rule": d["_drop_rule"]}, ensure_ascii=False) + "\n"
-            for d in dropped
-        ),
-    )  # fmt: skip
-    return marked.map_batches(_kept, batch_format="pyarrow")
+        "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in dropped),
+    )
+    removed = ray.put(row_keys(repeats).combine_chunks())
+    return marked.map_batches(_kept, fn_kwargs={"removed": removed}, batch_format="pyarrow")
+
+
+def _record_repeats(repeats: pa.Table, alive: int, ctx: RunContext) -> None:
+    step = ctx.stats.step(IDS_STEP)
+    step.rows_in += alive
+    reasons = Counter(repeats["reason"].to_pylist())
+    step.dropped["repeated"] += reasons["repeated"]
+    step.quarantined["duplicate_id"] += reasons["duplicate_id"]
+    step.rows_out += alive - repeats.num_rows
+
+
+def _duplicate_id_lines(marked: Dataset, repeats: pa.Table) -> list[dict[str, Any]]:
+    """Quarantine lines for the rows that reuse an earlier row's id with other text."""
+    import ray
+
+    rows = repeats.filter(pc.equal(repeats["reason"], "duplicate_id"))
+    if rows.num_rows == 0:
+        return []
+    found = marked.map_batches(
+        _excerpts,
+        fn_kwargs={"wanted": ray.put(row_keys(rows).combine_chunks())},
+        batch_format="pyarrow",
+    ).take_all()
+    excerpts = {r["key"]: r["excerpt"] for r in found}
+    return [
+        {
+            "file": r["source"],
+            "line": r["line"],
+            "reason": "duplicate_id",
+            "detail": f"id {r['id']!r} is first used with other text at "
+            f"{r['first_source']}:{r['first_line'] or 0}",
+            "raw": excerpts[key],
+        }
+        for r, key in zip(rows.to_pylist(), row_keys(rows).to_pylist(), strict=True)
+    ]
 
 
 def _quarantine_line(row: dict[str, Any]) -> dict[str, Any]:
@@ -218,7 +291,8 @@ def _record(
     steps: list[DocStep],
     annotators: list[DatasetStep],
     ctx: RunContext,
-) -> None:
+) -> int:
+    """Record the counts of read and each document step; the documents they keep."""
     width = 1 + len(steps) + len(annotators)
     seconds = totals["seconds"] + [0.0] * (width - len(totals["seconds"]))
     read = ctx.stats.step("read")
@@ -239,3 +313,4 @@ def _record(
     # Their counts are the dataset steps' own; what they spent in the read stage is theirs too.
     for k, step in enumerate(annotators):
         ctx.stats.step(step.name).seconds += seconds[1 + len(steps) + k]
+    return alive

@@ -22,7 +22,12 @@ class ReadConfig(StrictModel):
     )
     encodings: list[str] = Field(
         default_factory=lambda: ["utf-8"],
-        description="Tried in order after a BOM and an HTML/XML declared charset",
+        description="Tried in order when a file has no BOM and (HTML/XML) declares no charset",
+    )
+    max_file_bytes: int = Field(
+        1 << 29,
+        ge=1,
+        description="Largest file read, once decompressed; a larger one is quarantined",
     )
     files_per_task: int | None = Field(
         None, ge=1, description="Files read by one Ray task; null: about 4 tasks per CPU"

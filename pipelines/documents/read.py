@@ -2,7 +2,9 @@
 
 Files are listed on the driver (paths only); each Ray task opens its own files, so a bad
 file or record costs one quarantine row, never the job. JSONL is decoded and parsed line by
-line, so one broken line quarantines that line only, with its file and line number.
+line, so one broken line quarantines that line only, with its file and line number. A row
+leaves the reader only once Arrow can hold it: a lone surrogate (which JSON escapes and
+some codecs produce) would otherwise fail the whole block when it becomes a table.
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ _BOMS = [
 ]  # fmt: skip
 _DECLARED = re.compile(rb"""(?:charset|encoding)\s*=\s*["']?([A-Za-z0-9_.:-]+)""")
 RAW_CHARS = 500
+READ_CHUNK = 1 << 22  # bytes per read call, so a size limit stops a stream early
+# The string columns of a document row, checked before the row becomes Arrow.
+_STRINGS = ("id", "text", "source", "metadata")
 
 
 @dataclass(frozen=True, order=True)
@@ -95,16 +100,22 @@ def file_format(path: str) -> str | None:
     return FORMATS.get(parts[-1]) if len(parts) > 1 else None
 
 
+def declared_charset(data: bytes) -> str | None:
+    """The charset an HTML/XML file declares in its first bytes, if any."""
+    found = _DECLARED.search(data[:4096])
+    return found.group(1).decode("ascii") if found else None
+
+
 def decode(data: bytes, encodings: list[str], declared_ok: bool = True) -> str | None:
-    """Text of `data`: by its BOM, else its declared charset (HTML/XML), else the first of
-    `encodings` that decodes it strictly; None when nothing does."""
+    """Text of `data`: by its BOM, else its declared charset (HTML/XML) alone, else the
+    first of `encodings` that decodes it strictly; None when nothing does. A declaration is
+    taken at its word: a file that names a charset its bytes are not in says something
+    false about itself."""
     for bom, codec in _BOMS:
         if data.startswith(bom):
             return _try(data, codec)
-    candidates = list(encodings)
-    if declared_ok and (found := _DECLARED.search(data[:4096])):
-        candidates.insert(0, found.group(1).decode("ascii"))
-    for codec in candidates:
+    declared = declared_charset(data) if declared_ok else None
+    for codec in [declared] if declared else encodings:
         text = _try(data, codec)
         if text is not None:
             return text
@@ -112,9 +123,11 @@ def decode(data: bytes, encodings: list[str], declared_ok: bool = True) -> str |
 
 
 def _try(data: bytes, codec: str) -> str | None:
+    # UnicodeError, not only UnicodeDecodeError: punycode and idna raise the base class;
+    # LookupError: no such codec, or one that is not a text encoding (rot13, zlib).
     try:
         return data.decode(codec)
-    except (UnicodeDecodeError, LookupError):
+    except (UnicodeError, LookupError):
         return None
 
 
@@ -124,6 +137,16 @@ def read_batch(batch: dict[str, Any], cfg: ReadConfig) -> list[dict[str, Any]]:
 
 
 def read_file(path: str, cfg: ReadConfig) -> Iterator[dict[str, Any]]:
+    """The file's document and quarantine rows. Whatever a file holds, it ends in rows: an
+    input failure this reader does not foresee quarantines the rest of the file, named by
+    its exception, instead of failing the task and with it the job."""
+    try:
+        yield from _read_file(path, cfg)
+    except Exception as e:  # noqa: BLE001 - see the docstring
+        yield quarantine(path, "read_failed", f"{type(e).__name__}: {e}")
+
+
+def _read_file(path: str, cfg: ReadConfig) -> Iterator[dict[str, Any]]:
     fmt = file_format(path)
     if fmt is None:
         yield quarantine(path, "unsupported_format", "unknown file extension")
@@ -134,18 +157,44 @@ def read_file(path: str, cfg: ReadConfig) -> Iterator[dict[str, Any]]:
             yield from _read_parquet(fs, inner, path, cfg)
             return
         with fs.open_input_stream(inner, compression="detect") as stream:
-            data = stream.read()
+            data = read_bounded(stream, cfg.max_file_bytes)
+    except FileNotFoundError as e:  # listed, then gone before this task opened it
+        yield quarantine(path, "file_gone", str(e))
+        return
     except (OSError, pa.ArrowException) as e:
         yield quarantine(path, "unreadable", str(e))
         return
-    if fmt == "jsonl":
+    if len(data) > cfg.max_file_bytes:
+        detail = f"more than read.max_file_bytes ({cfg.max_file_bytes}) once decompressed"
+        yield quarantine(path, "too_large", detail, raw=data)
+    elif not data or data.isspace():
+        yield quarantine(path, "empty_file", "no content")
+    elif fmt == "jsonl":
         yield from _read_jsonl(data, path, cfg)
-        return
+    else:
+        yield from _read_text(data, path, fmt, cfg)
+
+
+def read_bounded(stream: Any, limit: int) -> bytes:
+    """The stream's bytes, or its first limit + 1 when it holds more: a compressed file
+    is never inflated past the limit in memory."""
+    parts, total = [], 0
+    while total <= limit and (chunk := stream.read(min(READ_CHUNK, limit + 1 - total))):
+        parts.append(chunk)
+        total += len(chunk)
+    return b"".join(parts)
+
+
+def _read_text(data: bytes, path: str, fmt: str, cfg: ReadConfig) -> Iterator[dict[str, Any]]:
     text = decode(data, cfg.encodings, declared_ok=fmt == "html")
-    if text is None:
+    declared = declared_charset(data) if fmt == "html" else None
+    if text is None and declared:
+        detail = f"declared charset {declared!r} is unknown or does not decode the file"
+        yield quarantine(path, "bad_charset", detail, raw=data)
+    elif text is None:
         yield quarantine(path, "undecodable", f"not {', '.join(cfg.encodings)}", raw=data)
     else:
-        yield document(path, path, text, fmt, {})
+        yield checked(document(path, path, text, fmt, {}), None, data)
 
 
 def _read_jsonl(data: bytes, path: str, cfg: ReadConfig) -> Iterator[dict[str, Any]]:
@@ -158,17 +207,14 @@ def _read_jsonl(data: bytes, path: str, cfg: ReadConfig) -> Iterator[dict[str, A
             continue
         try:
             record = json.loads(line)
+            row = _record(record, path, number, cfg)
         except json.JSONDecodeError as e:
-            yield quarantine(path, "invalid_json", str(e), number, raw)
-            continue
-        row = _record(record, path, number, cfg)
-        yield (
-            row
-            if row is not None
-            else quarantine(
-                path, "missing_text", f"no string field {cfg.text_field!r}", number, raw
-            )
-        )
+            row = quarantine(path, "invalid_json", str(e), number)
+        except RecursionError:
+            row = quarantine(path, "too_deep", "nested past Python's recursion limit", number)
+        except ValueError as e:  # an integer past the interpreter's digit limit
+            row = quarantine(path, "number_too_long", str(e), number)
+        yield checked(row, number, raw)
 
 
 def _read_parquet(
@@ -179,27 +225,45 @@ def _read_parquet(
         if cfg.text_field not in parquet.schema_arrow.names:
             yield quarantine(path, "missing_text", f"no column {cfg.text_field!r}")
             return
+        if parquet.metadata.num_rows == 0:
+            yield quarantine(path, "empty_file", "no rows")
+            return
         number = 0
         for batch in parquet.iter_batches():
             for record in batch.to_pylist():
                 number += 1
-                row = _record(record, path, number, cfg)
-                yield (
-                    row
-                    if row is not None
-                    else quarantine(path, "missing_text", "null or non-string text", number)
-                )
+                yield checked(_record(record, path, number, cfg), number)
 
 
-def _record(record: Any, path: str, number: int, cfg: ReadConfig) -> dict[str, Any] | None:
-    if not isinstance(record, dict) or not isinstance(record.get(cfg.text_field), str):
-        return None
+def _record(record: Any, path: str, number: int, cfg: ReadConfig) -> dict[str, Any]:
+    """The record's document row, or its quarantine row when it has no string text."""
+    if not isinstance(record, dict) or record.get(cfg.text_field) is None:
+        return quarantine(path, "missing_text", f"no field {cfg.text_field!r}", number)
+    text = record[cfg.text_field]
+    if not isinstance(text, str):
+        detail = f"{cfg.text_field!r} is {type(text).__name__}, not a string"
+        return quarantine(path, "text_not_string", detail, number)
     doc_id = record.get(cfg.id_field) if cfg.id_field else None
     doc_id = str(doc_id) if doc_id is not None else f"{path}#{number}"
     meta = {k: v for k, v in record.items() if k not in (cfg.text_field, cfg.id_field)}
     declared = record.get("format")
     fmt = RECORD_FORMATS.get(declared.lower(), "text") if isinstance(declared, str) else "text"
-    return document(doc_id, path, record[cfg.text_field], fmt, meta)
+    return {**document(doc_id, path, text, fmt, meta), "line": number}
+
+
+def checked(row: dict[str, Any], line: int | None, raw: bytes = b"") -> dict[str, Any]:
+    """The row, or a quarantine row when a string of it cannot be UTF-8 (a lone surrogate);
+    `raw`, the input it came from, becomes the excerpt of any quarantine row."""
+    if "error" in row:
+        return {**row, "text": _excerpt(raw)} if raw else row
+    for name in _STRINGS:
+        value = row[name]
+        if not value.isascii():  # O(1) in CPython: most text needs no second look
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:
+                return quarantine(row["source"], "lone_surrogate", f"{name}: {e}", line, raw)
+    return row
 
 
 def document(doc_id: str, source: str, text: str, fmt: str, meta: dict[str, Any]) -> dict[str, Any]:
@@ -217,9 +281,19 @@ def quarantine(
     path: str, reason: str, detail: str, line: int | None = None, raw: bytes = b""
 ) -> dict[str, Any]:
     return {
-        "source": path,
+        "source": _printable(path),
         "error": reason,
-        "detail": detail[:RAW_CHARS],
+        "detail": _printable(detail[:RAW_CHARS]),
         "line": line,
-        "text": raw[:RAW_CHARS].decode("utf-8", "backslashreplace"),
+        "text": _excerpt(raw),
     }
+
+
+def _excerpt(raw: bytes) -> str:
+    return raw[:RAW_CHARS].decode("utf-8", "backslashreplace")
+
+
+def _printable(text: str) -> str:
+    """`text` with any lone surrogate written as an escape: a quarantine row must always
+    become Arrow."""
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode()
