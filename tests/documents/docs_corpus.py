@@ -20,6 +20,7 @@ from pipelines.documents.steps import Step
 from pipelines.documents.text import jaccard, shingles
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
+_STOP = ["the", "and", "of", "to", "with"]
 
 
 def vocabulary(rng: random.Random, size: int = 5000) -> list[str]:
@@ -95,3 +96,11 @@ def dedup_steps(partitions: int) -> list[Step]:
     return build_steps(
         [ExactDedupConfig(partitions=partitions), MinHashConfig(partitions=partitions)]
     )
+
+
+def prose(seed: int, words: int = 80) -> str:
+    """Text every filter keeps, sharing no 5-gram with another seed's."""
+    rng = random.Random(seed)
+    vocab = vocabulary(rng, 500)
+    out = [rng.choice(_STOP) if i % 4 == 0 else rng.choice(vocab) for i in range(words)]
+    return " ".join(out).capitalize() + "."

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import gzip
 import json
-import random
 from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from docs_corpus import vocabulary
+from docs_corpus import prose
 
 from jobs.batch import BATCH_JOBS, load_batch_config, run_batch_job
 from pipelines.documents import pipeline
@@ -21,15 +20,6 @@ from refinery.config import RuntimeConfig
 pytestmark = pytest.mark.usefixtures("ray_session")
 
 MAX_FILE_BYTES = 1 << 16
-_STOP = ["the", "and", "of", "to", "with"]
-
-
-def prose(seed: int, words: int = 80) -> str:
-    """Text every filter keeps, sharing no 5-gram with another seed's."""
-    rng = random.Random(seed)
-    vocab = vocabulary(rng, 500)
-    out = [rng.choice(_STOP) if i % 4 == 0 else rng.choice(vocab) for i in range(words)]
-    return " ".join(out).capitalize() + "."
 
 
 def _html(charset: str, body: str) -> bytes:
