@@ -15,7 +15,8 @@ def apply_batching(batch_method: Any, user_config: dict[str, Any]) -> None:
 
 
 class BatchSizeMetric:
-    """Histogram of batch sizes, exported through Ray's metrics API; `largest` for describe()."""
+    """Histogram of batch sizes, exported through Ray's metrics API; for describe(): `largest`,
+    and `batches` and `items` so far (their growth over a window gives its mean batch size)."""
 
     BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 
@@ -29,7 +30,11 @@ class BatchSizeMetric:
             boundaries=self.BOUNDARIES,
         )
         self.largest = 0
+        self.batches = 0
+        self.items = 0
 
     def observe(self, size: int) -> None:
         self._histogram.observe(size)
         self.largest = max(self.largest, size)
+        self.batches += 1
+        self.items += size

@@ -20,6 +20,11 @@ def bad_request(message: str) -> APIError:
     return APIError(400, "invalid_request_error", message)
 
 
+def server_error(error: Exception) -> APIError:
+    """What a caller learns of a failure on the server's side: its kind, not its details."""
+    return APIError(500, "server_error", f"the server failed ({type(error).__name__}); see its log")
+
+
 def from_validation(error: ValidationError) -> APIError:
     """Pydantic's errors as one readable line per field, e.g. `k: Input should be >= 1`."""
     parts = []

@@ -54,6 +54,8 @@ class IndexDeployment:
             "metric": manifest.metric,
             "count": self.snapshot.index.ntotal,
             "largest_batch": self.batch_sizes.largest,
+            "batches": self.batch_sizes.batches,
+            "batched_queries": self.batch_sizes.items,
         }
 
     async def search(

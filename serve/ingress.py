@@ -8,22 +8,29 @@ embedder, the index and the LLM with a prompt cut to the model's context (serve/
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
-from pydantic_core import to_json
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serve.coalesce import Coalescer
-from serve.config import ServeAppConfig
-from serve.errors import APIError, bad_request, from_validation
-from serve.guard import RateLimiter, authenticate, check_body_size
+from serve.config import API_KEYS_ENV, ServeAppConfig
+from serve.errors import APIError, bad_request, from_validation, server_error
+from serve.guard import (
+    ANONYMOUS,
+    RateLimiter,
+    authenticate,
+    check_body_size,
+    is_loopback,
+    read_body,
+)
 from serve.metrics import RequestMetrics
 from serve.openai_api import OpenAIForwarder
 from serve.protocol import (
@@ -36,9 +43,12 @@ from serve.protocol import (
     SearchRequest,
     UpdateResponse,
     UpsertRequest,
+    json_bytes,
 )
 from serve.rag_service import RAGService
+from serve.snapshot import SchemaMismatch
 
+logger = logging.getLogger("ray.serve")
 app = FastAPI(title="Refinery", docs_url=None, redoc_url=None)
 RequestT = TypeVar("RequestT", bound=BaseModel)
 Answer = BaseModel | Response
@@ -67,6 +77,24 @@ def _parse_error(error: ValidationError) -> APIError:
     return from_validation(error)
 
 
+def _warn_if_open(keys: frozenset[str]) -> None:
+    """Without keys anyone who reaches the HTTP port may call every endpoint: say so, unless
+    only this machine can reach it."""
+    if keys:
+        return
+    from ray.serve.context import _get_global_client
+
+    client = _get_global_client(raise_if_no_controller_running=False)
+    host = client.http_config.host if client is not None else None
+    if host is not None and not is_loopback(host):
+        logger.warning(
+            "serving on %s without API keys: anyone who reaches it may call every endpoint; "
+            "set api_keys or %s",
+            host,
+            API_KEYS_ENV,
+        )
+
+
 # Each request holds a slot while it waits on the index: Serve's default of 5 would cap the
 # index's batches at 5 and queue the rest in the proxy.
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
@@ -82,6 +110,7 @@ class Ingress:
     ) -> None:
         self.cfg = ServeAppConfig.model_validate(config)
         self.keys = self.cfg.resolved_api_keys()
+        _warn_if_open(self.keys)
         self.limiter = RateLimiter(self.cfg.limits.requests_per_s, self.cfg.limits.burst)
         self.embedder = embedder
         self.index = index
@@ -104,11 +133,11 @@ class Ingress:
         self._coalescer = Coalescer(self._search_many, batch) if batch > 1 else None
 
     @app.get("/healthz")
-    async def healthz(self) -> JSONResponse:
+    async def healthz(self) -> Response:
         return self._json({"status": "ok"})
 
     @app.get("/readyz")
-    async def readyz(self) -> JSONResponse:
+    async def readyz(self) -> Response:
         probes = {"embedder": self.embedder.describe}
         if self.index is not None:
             probes["index"] = self.index.describe
@@ -124,7 +153,7 @@ class Ingress:
         return self._json({"status": "ready", **parts})
 
     @app.get("/v1/models")
-    async def models(self, request: Request) -> JSONResponse:
+    async def models(self, request: Request) -> Response:
         return await self._handle(request, None, lambda _: self._models())
 
     @app.post("/v1/chat/completions")
@@ -144,15 +173,15 @@ class Ingress:
         return await self._handle(request, RAGRequest, self._rag)
 
     @app.post("/v1/upsert")
-    async def upsert(self, request: Request) -> JSONResponse:
+    async def upsert(self, request: Request) -> Response:
         return await self._handle(request, UpsertRequest, self._upsert)
 
     @app.post("/v1/delete")
-    async def delete(self, request: Request) -> JSONResponse:
+    async def delete(self, request: Request) -> Response:
         return await self._handle(request, DeleteRequest, self._delete)
 
     @app.post("/v1/embed")
-    async def embed(self, request: Request) -> JSONResponse:
+    async def embed(self, request: Request) -> Response:
         return await self._handle(request, EmbedRequest, self._embed)
 
     @app.post("/v1/search")
@@ -177,7 +206,7 @@ class Ingress:
         hits = await self._index_hits(vectors, body.k, body.filter)
         # The index's hits are already the answer's shape: serialised as they are, without a
         # model per hit to build and validate again.
-        return self._json_bytes(to_json({"results": hits}))
+        return self._json({"results": hits})
 
     async def _embed_texts(self, texts: list[str]) -> np.ndarray:
         return await self._call(self.embedder.embed.remote(texts))
@@ -196,7 +225,7 @@ class Ingress:
             return await self._coalescer.submit((vectors, k))
         try:
             return await self._call(self.index.search.remote(vectors, k, payload_filter))
-        except KeyError as error:  # an unknown filter field, raised by the snapshot
+        except SchemaMismatch as error:  # a filter field or value the snapshot lacks
             raise bad_request(str(error.args[0] if error.args else error)) from None
 
     async def _search_many(
@@ -222,7 +251,7 @@ class Ingress:
         payloads = [item.payload for item in body.items]
         try:
             count = await self._call(self.index.upsert.remote(ids, vectors, payloads))
-        except ValueError as error:  # payload fields or types the snapshot does not have
+        except SchemaMismatch as error:  # payload fields or types the snapshot does not have
             raise bad_request(str(error.args[0] if error.args else error)) from None
         return UpdateResponse(upserted=len(ids), count=count)
 
@@ -247,7 +276,7 @@ class Ingress:
         )
         return UpdateResponse(deleted=deleted, count=count)
 
-    async def _models(self) -> JSONResponse:
+    async def _models(self) -> Response:
         self._require("llm")
         return self._json(self.openai.models())
 
@@ -338,16 +367,20 @@ class Ingress:
         """`model` None: a GET without a body."""
         try:
             key = authenticate(request.headers.get("authorization"), self.keys)
-            self.limiter.take(key)
+            # Without keys, callers are told apart by address (behind a proxy: the proxy's).
+            client = request.client.host if request.client else ANONYMOUS
+            self.limiter.take(key if self.keys else client)
             body = None
             if model is not None:
-                check_body_size(request.headers.get("content-length"), None, self.cfg.limits)
-                raw = await request.body()
-                check_body_size(None, raw, self.cfg.limits)
-                body = _parse(raw, model)
+                check_body_size(request.headers.get("content-length"), self.cfg.limits)
+                body = _parse(await read_body(request.stream(), self.cfg.limits), model)
             response = await logic(body)
         except APIError as error:
             return self._json(error.body(), status=error.status)
+        except Exception as error:  # a bug or a failed replica: still a JSON error
+            logger.exception("%s failed", request.url.path)
+            failure = server_error(error)
+            return self._json(failure.body(), status=failure.status)
         if isinstance(response, Response):
             return response
         return self._json(response.model_dump(mode="json"))
@@ -365,10 +398,10 @@ class Ingress:
                 504, "timeout_error", f"no answer within {self.cfg.limits.timeout_s:g} s"
             ) from None
 
-    def _json(self, body: Any, status: int = 200) -> JSONResponse:
-        return JSONResponse(body, status, headers={"X-Refinery-Version": self.cfg.version})
-
-    def _json_bytes(self, body: bytes) -> Response:
+    def _json(self, body: Any, status: int = 200) -> Response:
         return Response(
-            body, media_type="application/json", headers={"X-Refinery-Version": self.cfg.version}
+            json_bytes(body),
+            status,
+            media_type="application/json",
+            headers={"X-Refinery-Version": self.cfg.version},
         )

@@ -8,7 +8,7 @@ OpenAI client sends is understood; the engine's own errors come back as 4xx APIE
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,8 +16,10 @@ from typing import Any
 from pydantic import BaseModel
 from ray.serve.handle import DeploymentHandle
 
-from serve.errors import APIError
+from serve.errors import APIError, server_error
+from serve.protocol import json_bytes
 
+logger = logging.getLogger("ray.serve")
 DONE_EVENT = "data: [DONE]\n\n"
 
 # Error types of the OpenAI API by status, so clients map them to their exception classes.
@@ -29,6 +31,15 @@ def engine_error(error: Any) -> APIError:
     info = error.error
     status = int(info.code) if info.code else 500
     return APIError(status, _ERROR_TYPES.get(status, info.type or "server_error"), info.message)
+
+
+def error_event(error: APIError) -> str:
+    return f"data: {json_bytes(error.body()).decode()}\n\n"
+
+
+async def _failed_stream(error: APIError) -> AsyncIterator[str]:
+    yield error_event(error)
+    yield DONE_EVENT
 
 
 def sse_event(item: Any) -> str:
@@ -57,7 +68,13 @@ class OpenAIForwarder:
     async def call(self, method: str, request: BaseModel) -> BaseModel | AsyncIterator[str]:
         """A response model, or (streaming) an iterator of SSE events ending with [DONE]."""
         stream = getattr(self.llm, method).remote(request)
-        first = await self._next(stream)
+        try:
+            first = await self._next(stream)
+        except StopAsyncIteration:
+            error = APIError(502, "server_error", "the engine ended its answer with no output")
+            if getattr(request, "stream", False):
+                return _failed_stream(error)
+            raise error from None
         items = first if isinstance(first, list) else [first]
         if items and not isinstance(items[0], str) and hasattr(items[0], "error"):
             raise engine_error(items[0])
@@ -80,7 +97,11 @@ class OpenAIForwarder:
                     finished = True
                     break
                 except APIError as error:  # the response has started: report it in the stream
-                    yield f"data: {json.dumps(error.body())}\n\n"
+                    yield error_event(error)
+                    break
+                except Exception as error:  # an engine or replica failure, reported the same way
+                    logger.exception("the %s stream failed", self.model_id)
+                    yield error_event(server_error(error))
                     break
                 pending = batch if isinstance(batch, list) else [batch]
             if not done:

@@ -2,12 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, model_validator
+from pydantic_core import PydanticCustomError, to_json
+
+# The native index's ids are int64; upserts take the non-negative ones.
+INT64_MAX = 2**63 - 1
+IndexId = Annotated[int, Field(ge=0, le=INT64_MAX)]
+
+FilterValue = str | int | float | bool
+
+
+def _check_filter(value: Any) -> dict[str, Any]:
+    """One plain message for a filter of the wrong shape (pydantic would list every member of
+    the union). Whether a value fits its field's type is for the snapshot to say: only it knows
+    the columns."""
+    if not isinstance(value, dict):
+        raise PydanticCustomError("filter", "expected an object of field -> value(s)")
+    for field, wanted in value.items():
+        values = wanted if isinstance(wanted, list) else [wanted]
+        if not values:  # it would match nothing: surely a mistake, not a query
+            raise PydanticCustomError(
+                "filter", "field '{field}' has an empty list of values", {"field": field}
+            )
+        if not all(isinstance(v, FilterValue) for v in values):
+            raise PydanticCustomError(
+                "filter",
+                "field '{field}': a value is a string, number or boolean, or a list of them",
+                {"field": field},
+            )
+    return value
+
 
 # A payload filter: field -> value (equality) or list of values (any of them).
-PayloadFilter = dict[str, str | int | float | bool | list[str | int | float | bool]]
+PayloadFilter = Annotated[dict[str, FilterValue | list[FilterValue]], PlainValidator(_check_filter)]
 
 
 class Request(BaseModel):
@@ -81,7 +110,7 @@ class RAGResponse(BaseModel):
 
 
 class UpsertItem(Request):
-    id: int = Field(ge=0, description="the index id; an existing id is replaced")
+    id: IndexId = Field(description="the index id; an existing id is replaced")
     vector: list[float] | None = None
     text: str | None = Field(None, description="embedded when no vector is given")
     payload: dict[str, Any] = Field(default_factory=dict)
@@ -98,7 +127,7 @@ class UpsertRequest(Request):
 
 
 class DeleteRequest(Request):
-    ids: list[int] = Field(min_length=1)
+    ids: list[IndexId] = Field(min_length=1)
 
 
 class UpdateResponse(BaseModel):
@@ -114,3 +143,9 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+def json_bytes(value: Any) -> bytes:
+    """JSON for any answer or event. NaN and infinities are not JSON: they go out as null (a
+    payload or a score may hold one; a Python encoder would write a bare NaN, or fail)."""
+    return to_json(value, inf_nan_mode="null")

@@ -13,7 +13,7 @@ import numpy as np
 
 from serve.config import ServeAppConfig
 from serve.openai_api import DONE_EVENT, OpenAIForwarder
-from serve.protocol import Hit, PayloadFilter, RAGRequest, RAGResponse, RAGSource
+from serve.protocol import Hit, PayloadFilter, RAGRequest, RAGResponse, RAGSource, json_bytes
 from serve.qdrant_retriever import QdrantRetriever
 from serve.rag import PromptFitter, cited_sources
 
@@ -22,7 +22,7 @@ IndexSearch = Callable[[np.ndarray, int, PayloadFilter | None], Awaitable[list[l
 
 
 def sse(data: dict[str, Any]) -> str:
-    return f"data: {json.dumps(data)}\n\n"
+    return f"data: {json_bytes(data).decode()}\n\n"
 
 
 class RAGService:

@@ -58,11 +58,29 @@ class Manifest:
         )
 
 
+class SchemaMismatch(ValueError):
+    """A filter or payload that does not fit the snapshot's columns: the caller's mistake."""
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """What a filtered search reads together, so an update publishes it whole, by one reference
+    swap: the payload rows (one per upsert of an id) and which of them are still current."""
+
+    table: pa.Table  # index_id plus the payload columns
+    payloads: pa.Table  # the same rows without index_id: what hits carry
+    live: np.ndarray  # per row: still its id's current row
+
+    @classmethod
+    def of(cls, table: pa.Table, live: np.ndarray) -> _Rows:
+        return cls(table, table.drop_columns(["index_id"]), live)
+
+
 class Snapshot:
     """A loaded index plus payloads; `search` answers many queries with one index call.
 
     Real-time updates (`upsert`, `delete`) change the served copy in place; the snapshot on
-    disk stays as the pipeline wrote it. Readers never lock: an update appends payload rows
+    disk stays as the pipeline wrote it. Readers never lock: an update publishes new rows
     before it points ids at them and touches the index last, so a concurrent search sees the
     old or the new state of an id, never a missing row; deleted ids never come back.
     """
@@ -74,13 +92,12 @@ class Snapshot:
         self.path = snapshot_dir
         self.manifest = Manifest.read(snapshot_dir)
         self.index = _load_index(self.manifest.index)
-        self.table = _load_payload_table(self.manifest.documents)
+        table = _load_payload_table(self.manifest.documents)
         # Payloads stay in Arrow; hits look up their rows, so loading builds no Python dicts.
-        self.payload_table = self.table.drop_columns(["index_id"])
-        self.row_of = {i: row for row, i in enumerate(self.table["index_id"].to_pylist())}
-        self.live = np.ones(self.table.num_rows, dtype=bool)
+        self.rows = _Rows.of(table, np.ones(table.num_rows, dtype=bool))
+        self.row_of = {i: row for row, i in enumerate(table["index_id"].to_pylist())}
         self._write_lock = threading.Lock()
-        unmatched = np.setdiff1d(self.index.ids(), self.table["index_id"].to_numpy())
+        unmatched = np.setdiff1d(self.index.ids(), table["index_id"].to_numpy())
         if len(unmatched):
             raise SnapshotError(
                 f"{self.manifest.documents}: no document row for {len(unmatched)} index ids "
@@ -96,9 +113,15 @@ class Snapshot:
     ) -> list[list[HitDict]]:
         """Per query, its hits as `{"id", "score", "payload"}` dicts: the JSON shape of a search
         answer, built without a model per hit, and cheap to pickle to the ingress. `threads`:
-        this search's thread count (None: vectorindex's)."""
+        this search's thread count (None: vectorindex's). An empty index has no hits."""
         allowed = self.allowed_ids(payload_filter) if payload_filter else None
-        scores, ids = self.index.search(vectors, k, allowed_ids=allowed, threads=threads)
+        try:
+            scores, ids = self.index.search(vectors, k, allowed_ids=allowed, threads=threads)
+        except ValueError:
+            # vectorindex refuses to search an empty index; every vector deleted is no error.
+            if self.index.ntotal:
+                raise
+            return [[] for _ in range(len(vectors))]
         return self._hits(scores, ids)
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[list[HitDict]]:
@@ -116,37 +139,41 @@ class Snapshot:
         # One lookup for every query's payloads: per-call Arrow overhead is paid once per batch.
         # Read after the rows: the table an update published first holds every row it points to.
         wanted = [row for hits in found for _, _, row in hits]
-        payloads = iter(self.payload_table.take(pa.array(wanted, pa.int64())).to_pylist())
+        payloads = iter(self.rows.payloads.take(pa.array(wanted, pa.int64())).to_pylist())
         return [
             [{"id": i, "score": s, "payload": next(payloads)} for s, i, _ in hits] for hits in found
         ]
 
     def allowed_ids(self, payload_filter: PayloadFilter) -> np.ndarray:
-        table, live = self.table, self.live
-        known = [c for c in table.column_names if c != "index_id"]
+        rows = self.rows
+        known = rows.payloads.column_names
         unknown = sorted(set(payload_filter) - set(known))
         if unknown:
-            raise KeyError(
+            raise SchemaMismatch(
                 f"unknown filter field(s) {', '.join(unknown)}; known: {', '.join(known)}"
             )
-        mask = pa.array(live[: table.num_rows])
+        mask = pa.array(rows.live)
         for field, wanted in payload_filter.items():
-            values = pa.array(wanted if isinstance(wanted, list) else [wanted])
-            mask = pc.and_(mask, pc.is_in(table[field], value_set=values))
-        return table.filter(mask)["index_id"].to_numpy().astype(np.int64)
+            column = rows.table[field]
+            values = _filter_values(field, column.type, wanted)
+            mask = pc.and_(mask, pc.is_in(column, value_set=values))
+        return rows.table.filter(mask)["index_id"].to_numpy().astype(np.int64)
 
     def upsert(self, ids: np.ndarray, vectors: np.ndarray, payloads: list[dict]) -> None:
         """Add or replace vectors with their payloads (unknown payload fields are an error)."""
-        rows = self._payload_rows(ids, payloads)
+        new_rows = self._payload_rows(ids, payloads)
         with self._write_lock:
-            first = self.table.num_rows
-            self._publish(pa.concat_tables([self.table, rows]))
-            self.live = np.concatenate([self.live, np.ones(len(ids), dtype=bool)])
+            rows = self.rows
+            first = rows.table.num_rows
+            live = np.concatenate([rows.live, np.ones(len(ids), dtype=bool)])
             replaced = [i for i in ids.tolist() if i in self.row_of]
+            for i in replaced:
+                live[self.row_of[i]] = False
+            table = pa.concat_tables([rows.table, new_rows])
+            if table.column(0).num_chunks > self.MAX_CHUNKS:
+                table = table.combine_chunks()
+            self.rows = _Rows.of(table, live)
             for offset, i in enumerate(ids.tolist()):
-                old = self.row_of.get(i)
-                if old is not None:
-                    self.live[old] = False
                 self.row_of[i] = first + offset
             if replaced:
                 self.index.remove_ids(np.asarray(replaced, dtype=np.int64))
@@ -156,31 +183,58 @@ class Snapshot:
         """Remove ids; unknown ones are ignored. Returns how many were removed."""
         with self._write_lock:
             present = [i for i in ids.tolist() if i in self.row_of]
-            if present:
-                self.index.remove_ids(np.asarray(present, dtype=np.int64))
-            for i in present:
-                self.live[self.row_of.pop(i)] = False
+            if not present:
+                return 0
+            self.index.remove_ids(np.asarray(present, dtype=np.int64))
+            rows = self.rows
+            live = rows.live.copy()
+            live[[self.row_of.pop(i) for i in present]] = False
+            self.rows = _Rows(rows.table, rows.payloads, live)
             return len(present)
 
     def _payload_rows(self, ids: np.ndarray, payloads: list[dict]) -> pa.Table:
-        schema = self.table.schema
+        schema = self.rows.table.schema
         known = [name for name in schema.names if name != "index_id"]
         unknown = sorted({key for p in payloads for key in p} - set(known))
         if unknown:
-            raise ValueError(
+            raise SchemaMismatch(
                 f"unknown payload field(s) {', '.join(unknown)}; known: {', '.join(known)}"
             )
         records = [{**p, "index_id": i} for p, i in zip(payloads, ids.tolist(), strict=True)]
         try:
             return pa.Table.from_pylist(records, schema=schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-            raise ValueError(f"payload does not match the snapshot's columns: {error}") from None
+            message = f"payload does not match the snapshot's columns: {error}"
+            raise SchemaMismatch(message) from None
 
-    def _publish(self, table: pa.Table) -> None:
-        if table.column(0).num_chunks > self.MAX_CHUNKS:
-            table = table.combine_chunks()
-        self.table = table
-        self.payload_table = table.drop_columns(["index_id"])
+
+def _filter_values(field: str, column_type: pa.DataType, wanted: Any) -> pa.Array:
+    """A filter's values as an array of the column's type; a value of another type is an error
+    (Arrow would cast 1.5 to an int column as 1, and matching then means something else)."""
+    values = wanted if isinstance(wanted, list) else [wanted]
+    mismatched = [value for value in values if not _fits(value, column_type)]
+    if not mismatched:
+        try:
+            return pa.array(values, type=column_type)
+        except (pa.ArrowException, OverflowError):  # an integer past the column's range
+            mismatched = values
+    raise SchemaMismatch(
+        f"filter field {field!r}: {mismatched[0]!r} does not fit the column's type {column_type}"
+    )
+
+
+def _fits(value: Any, column_type: pa.DataType) -> bool:
+    if pa.types.is_string(column_type) or pa.types.is_large_string(column_type):
+        return isinstance(value, str)
+    if pa.types.is_boolean(column_type):
+        return isinstance(value, bool)
+    if isinstance(value, bool):  # a bool is an int to Python, not to a filter
+        return False
+    if pa.types.is_integer(column_type):
+        return isinstance(value, int)
+    if pa.types.is_floating(column_type):
+        return isinstance(value, int | float)
+    return False  # lists, structs, timestamps...: no filter value is one of them
 
 
 def _load_index(uri: str) -> Any:

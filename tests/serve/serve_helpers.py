@@ -32,8 +32,11 @@ DOCS = [
 ]
 
 
-def write_snapshot(root: Path, first_id: int = 100) -> tuple[Path, np.ndarray]:
-    """A snapshot as the document pipeline writes it: Parquet documents, index, manifest."""
+def write_snapshot(
+    root: Path, first_id: int = 100, extra: dict[str, list] | None = None
+) -> tuple[Path, np.ndarray]:
+    """A snapshot as the document pipeline writes it: Parquet documents, index, manifest;
+    `extra`: more payload columns, a value per document."""
     import vectorindex
 
     vectors = (
@@ -51,6 +54,7 @@ def write_snapshot(root: Path, first_id: int = 100) -> tuple[Path, np.ndarray]:
             "topic": [topic for _, topic, _ in DOCS],
             "text": [text for _, _, text in DOCS],
             "vector": list(vectors),
+            **(extra or {}),
         }
     )
     pq.write_table(table, root / "documents" / "part-0.parquet")

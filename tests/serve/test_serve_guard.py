@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
 import pytest
 
 from serve.config import LimitsConfig, ServeAppConfig
 from serve.errors import APIError
-from serve.guard import ANONYMOUS, RateLimiter, authenticate, check_body_size
+from serve.guard import (
+    ANONYMOUS,
+    RateLimiter,
+    authenticate,
+    check_body_size,
+    is_loopback,
+    read_body,
+)
 from serve.ingress import _parse
-from serve.protocol import EmbedRequest, SearchRequest
+from serve.protocol import DeleteRequest, EmbedRequest, SearchRequest, UpsertRequest, json_bytes
 
 
 def test_no_keys_means_anonymous_access() -> None:
@@ -17,7 +27,18 @@ def test_no_keys_means_anonymous_access() -> None:
 
 @pytest.mark.parametrize(
     ("header", "message"),
-    [(None, "missing"), ("Basic abc", "missing"), ("Bearer wrong", "invalid API key")],
+    [
+        (None, "missing"),
+        ("Basic abc", "missing"),
+        ("Bearer wrong", "invalid API key"),
+        # Non-ASCII: compare_digest refuses such strings (a TypeError, once a 500).
+        ("Bearer sécret", "invalid API key"),
+        ("Bearer ключ", "invalid API key"),
+        # One key, one spelling: extra whitespace would also give the caller a fresh bucket.
+        ("Bearer  secret", "invalid API key"),
+        ("Bearer secret ", "invalid API key"),
+        ("Bearer\tsecret", "missing"),
+    ],
 )
 def test_bad_or_missing_key_is_401(header: str | None, message: str) -> None:
     with pytest.raises(APIError, match=message) as error:
@@ -27,6 +48,22 @@ def test_bad_or_missing_key_is_401(header: str | None, message: str) -> None:
 
 def test_valid_key_is_the_caller() -> None:
     assert authenticate("Bearer secret", frozenset({"other", "secret"})) == "secret"
+    assert authenticate("bearer secret", frozenset({"secret"})) == "secret"
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("10.0.0.5", False),
+        ("example.org", False),
+    ],
+)
+def test_loopback_hosts(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
 
 
 def test_keys_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,12 +83,49 @@ def test_rate_limit_refills_per_key() -> None:
     limiter.take("a", now=0.6)  # half a second refills one token at 2/s
 
 
-def test_body_size_limit() -> None:
+def test_rate_limit_table_drops_the_least_recently_seen_caller() -> None:
+    limiter = RateLimiter(rate=1.0, burst=1, max_callers=2)
+    limiter.take("a", now=0.0)
+    limiter.take("b", now=0.0)
+    with pytest.raises(APIError):
+        limiter.take("a", now=0.0)  # a is seen again (and limited): b is now the oldest
+    limiter.take("c", now=0.0)
+    assert list(limiter.buckets) == ["a", "c"]
+    with pytest.raises(APIError):
+        limiter.take("a", now=0.0)  # a kept its empty bucket
+
+
+def test_declared_body_size_limit() -> None:
     limits = LimitsConfig(max_body_bytes=1024)
-    check_body_size("1024", None, limits)
-    with pytest.raises(APIError, match="2048 bytes exceeds 1024") as error:
-        check_body_size(None, b"x" * 2048, limits)
+    check_body_size("1024", limits)
+    check_body_size(None, limits)
+    with pytest.raises(APIError, match="2048 bytes exceeds the limit of 1024 bytes") as error:
+        check_body_size("2048", limits)
     assert error.value.status == 413
+    with pytest.raises(APIError, match="Content-Length is not a number") as error:
+        check_body_size("lots", limits)
+    assert error.value.status == 400
+
+
+def test_a_body_is_read_no_further_than_the_limit() -> None:
+    limits = LimitsConfig(max_body_bytes=4096)
+    sent = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal sent
+        while True:
+            sent += 1
+            yield b"x" * 1000
+
+    with pytest.raises(APIError, match="body exceeds the limit of 4096 bytes") as error:
+        asyncio.run(read_body(endless(), limits))
+    assert error.value.status == 413 and sent == 5
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for part in (b'{"texts": ', b'["a"]}', b""):
+            yield part
+
+    assert asyncio.run(read_body(chunks(), limits)) == b'{"texts": ["a"]}'
 
 
 @pytest.mark.parametrize(
@@ -71,6 +145,57 @@ def test_bad_search_bodies_are_400_with_a_message(raw: bytes, message: str) -> N
     with pytest.raises(APIError, match=message) as error:
         _parse(raw, SearchRequest)
     assert error.value.status == 400
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'{"texts": ["a"], "filter": {"source": []}}', "field 'source' has an empty list"),
+        (b'{"texts": ["a"], "filter": {"source": {"a": 1}}}', "field 'source': a value is a"),
+        (b'{"texts": ["a"], "filter": {"source": ["a", null]}}', "field 'source': a value is a"),
+        (b'{"texts": ["a"], "filter": [1]}', "filter: expected an object"),
+    ],
+)
+def test_bad_filters_are_400_with_a_message(raw: bytes, message: str) -> None:
+    with pytest.raises(APIError, match=message) as error:
+        _parse(raw, SearchRequest)
+    assert error.value.status == 400
+
+
+@pytest.mark.parametrize(
+    ("raw", "model", "message"),
+    [
+        (
+            b'{"items": [{"id": 9223372036854775808, "text": "a"}]}',
+            UpsertRequest,
+            "items.0.id: Input should be less than or equal to 9223372036854775807",
+        ),
+        (
+            b'{"items": [{"id": -1, "text": "a"}]}',
+            UpsertRequest,
+            "items.0.id: Input should be greater than or equal to 0",
+        ),
+        (
+            b'{"ids": [1, 18446744073709551616]}',
+            DeleteRequest,
+            "ids.1: Input should be less than or equal to 9223372036854775807",
+        ),
+        (b'{"ids": [-5]}', DeleteRequest, "ids.0: Input should be greater than or equal to 0"),
+    ],
+)
+def test_ids_outside_int64_are_400(raw: bytes, model: type, message: str) -> None:
+    with pytest.raises(APIError, match=message) as error:
+        _parse(raw, model)
+    assert error.value.status == 400
+
+
+def test_the_largest_int64_id_is_an_id() -> None:
+    assert _parse(b'{"ids": [9223372036854775807]}', DeleteRequest).ids == [2**63 - 1]
+
+
+def test_json_answers_carry_no_nan_or_infinity() -> None:
+    value = {"score": float("nan"), "payload": {"x": [float("inf"), -float("inf"), 1.5]}}
+    assert json_bytes(value) == b'{"score":null,"payload":{"x":[null,null,1.5]}}'
 
 
 def test_good_bodies_parse() -> None:

@@ -43,12 +43,20 @@ def test_update_mistakes_are_4xx(served: dict[str, Any]) -> None:
         ({"items": [{"id": 1, "vector": [0.5] * 3}]}, "items[].vector[0] has dimension 3"),
         ({"items": [{"id": 1}]}, "give a 'vector' or a non-empty 'text'"),
         ({"items": []}, "items"),
+        (
+            {"items": [{"id": 2**63, "text": "x"}]},
+            "items.0.id: Input should be less than or equal to 9223372036854775807",
+        ),
+        ({"items": [{"id": 1, "text": "x", "payload": {"topic": 7}}]}, "does not match"),
     ]
     for body, message in cases:
         response = post(served, "/v1/upsert", body)
         assert response.status_code == 400, (body, response.text)
         assert message in response.json()["error"]["message"]
     assert post(served, "/v1/delete", {"ids": ["x"]}).status_code == 400
+    outside = post(served, "/v1/delete", {"ids": [1, 2**64]})
+    assert outside.status_code == 400
+    assert "ids.1: Input should be less than or equal to" in outside.json()["error"]["message"]
 
 
 def test_switching_snapshots_under_load_drops_no_request(
