@@ -2,7 +2,8 @@
 
 A runner is a plain function in pipelines/ with the signature
 `run(cfg, stats: RunStats, tracker: Tracker) -> None`; the harness joins Ray, opens the MLflow
-run, and writes DIR/stats.json whether the job succeeds or fails.
+run, and writes DIR/stats.json whether the job succeeds or fails, and whether or not MLflow
+answered (its `tracking` entry says).
 """
 
 from __future__ import annotations
@@ -92,5 +93,6 @@ def run_batch_job(job: BatchJob, cfg: JobConfig) -> RunStats:
         finally:
             tracker.log_metrics(stats.metrics())
             tracker.log_dict(stats.to_dict(), "stats.json")
+            stats.extra["tracking"] = tracker.status()
             stats.write(cfg.output)
     return stats

@@ -46,6 +46,12 @@ class TrackingConfig(StrictModel):
         description="MLflow tracking URI; None: MLFLOW_TRACKING_URI or sqlite under storage.root",
     )
     experiment: str = "refinery"
+    max_retries: int = Field(
+        2, ge=0, description="Retries of one MLflow HTTP request (MLFLOW_HTTP_REQUEST_MAX_RETRIES)"
+    )
+    request_timeout_s: int = Field(
+        15, ge=1, description="Timeout of one MLflow HTTP request (MLFLOW_HTTP_REQUEST_TIMEOUT)"
+    )
 
 
 class StorageConfig(StrictModel):

@@ -8,6 +8,7 @@ import yaml
 
 from jobs.batch import BATCH_JOBS, load_batch_config
 from jobs.commands.common import add_config_flags
+from refinery.redact import redact
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _show(args: argparse.Namespace) -> int:
     cfg = load_batch_config(BATCH_JOBS[args.job], args.config, args.profile, args.overrides)
-    print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
+    print(yaml.safe_dump(redact(cfg.model_dump(mode="json")), sort_keys=False), end="")
     return 0
 
 

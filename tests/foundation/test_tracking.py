@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -10,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from jobs.batch import BatchJob, run_batch_job
 from refinery.config import JobConfig, RuntimeConfig, TrackingConfig
+from refinery.redact import REDACTED
 from refinery.runstats import RunStats
 from refinery.tracking import Tracker, flatten, tracked_run, tracking_uri
 
@@ -114,3 +122,125 @@ def test_harness_records_a_failed_job(runtime: RuntimeConfig, tmp_path: Path) ->
     run = client_for(runtime).get_run(written["mlflow_run_id"])
     assert run.info.status == "FAILED"
     assert "input is not JSONL" in run.data.tags["error"]
+
+
+def test_params_are_logged_with_secrets_redacted(runtime: RuntimeConfig) -> None:
+    params = {
+        "runtime": {
+            "ray": {"runtime_env": {"env_vars": {"AWS_SECRET_ACCESS_KEY": "abc123", "N": "1"}}},
+        },
+        "input": "s3://AKIAXXX:s3cr3t@bucket/corpus/",
+        "serve": {"api_keys": ["key-1"], "max_tokens": 64},
+        "source": "https://host/data.jsonl?X-Amz-Signature=deadbeef&part=1",
+    }
+    with tracked_run("unit", runtime.tracking, runtime.storage, params) as tracker:
+        run_id = tracker.run_id
+    logged = client_for(runtime).get_run(run_id).data.params
+    assert logged["runtime.ray.runtime_env.env_vars.AWS_SECRET_ACCESS_KEY"] == REDACTED
+    assert logged["runtime.ray.runtime_env.env_vars.N"] == REDACTED
+    assert logged["input"] == f"s3://{REDACTED}@bucket/corpus/"
+    assert logged["serve.api_keys"] == REDACTED
+    assert logged["serve.max_tokens"] == "64"
+    assert logged["source"] == f"https://host/data.jsonl?X-Amz-Signature={REDACTED}&part=1"
+    assert not any("s3cr3t" in v or "abc123" in v or "key-1" in v for v in logged.values())
+
+
+def test_a_failed_runs_error_is_logged_without_credentials(runtime: RuntimeConfig) -> None:
+    with (
+        pytest.raises(OSError),
+        tracked_run("unit", runtime.tracking, runtime.storage) as tracker,
+    ):
+        raise OSError("cannot open s3://user:hunter2@bucket/x")
+    run = client_for(runtime).get_run(tracker.run_id)
+    assert run.data.tags["error"] == f"OSError: cannot open s3://{REDACTED}@bucket/x"
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_an_unreachable_mlflow_does_not_fail_the_job(
+    runtime: RuntimeConfig, tmp_path: Path
+) -> None:
+    unreachable = TrackingConfig(uri=f"http://127.0.0.1:{_closed_port()}", max_retries=0)
+    cfg = JobConfig(
+        input="memory",
+        output=str(tmp_path / "out"),
+        runtime=runtime.model_copy(update={"tracking": unreachable}),
+    )
+    stats = run_batch_job(_job("count_rows_runner"), cfg)
+    written = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats.status == written["status"] == "FINISHED"
+    assert written["steps"]["count"]["rows_in"] == 66
+    assert written["tracking"]["ok"] is False
+    assert written["tracking"]["error"].startswith("start run: ")
+    assert written["mlflow_run_id"] is None
+
+
+class MlflowServer:
+    """A real `mlflow server` on loopback, in its own process."""
+
+    def __init__(self, root: Path) -> None:
+        self.port = _closed_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        command = [
+            sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
+            "--port", str(self.port), "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+            "--default-artifact-root", str(root / "artifacts"),
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if urllib.request.urlopen(f"{self.uri}/health", timeout=2).status == 200:
+                    return
+            except OSError:
+                time.sleep(0.5)
+        self.kill()
+        raise RuntimeError("mlflow server did not start")
+
+    def kill(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+SERVER: list[MlflowServer] = []
+
+
+def kill_tracking_server_then_count_runner(
+    cfg: JobConfig, stats: RunStats, tracker: Tracker
+) -> None:
+    assert tracker.ok and tracker.run_id  # the run was created while the server was up
+    SERVER[0].kill()
+    count_rows_runner(cfg, stats, tracker)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session")
+def test_mlflow_failing_mid_run_does_not_fail_the_job(
+    runtime: RuntimeConfig, tmp_path: Path
+) -> None:
+    SERVER[:] = [MlflowServer(tmp_path / "mlflow")]
+    try:
+        tracking = TrackingConfig(uri=SERVER[0].uri, max_retries=0)
+        cfg = JobConfig(
+            input="memory",
+            output=str(tmp_path / "out"),
+            runtime=runtime.model_copy(update={"tracking": tracking}),
+        )
+        stats = run_batch_job(_job("kill_tracking_server_then_count_runner"), cfg)
+    finally:
+        if SERVER[0].process.poll() is None:
+            SERVER[0].kill()
+    written = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats.status == written["status"] == "FINISHED"
+    assert written["steps"]["count"]["rows_in"] == 66
+    assert written["mlflow_run_id"] == stats.run_id is not None
+    assert written["tracking"]["ok"] is False
+    assert written["tracking"]["error"].startswith("log metrics: ")
