@@ -113,6 +113,9 @@ class EmbedConfig(StepConfig):
     batch_size: int | None = Field(None, ge=1, description="None: runtime.embedding.batch_size")
     actors: int = Field(1, ge=1)
     cpus_per_actor: float = Field(1.0, gt=0, description="Also the torch thread count")
+    max_restarts: int = Field(
+        3, ge=0, description="Restarts of a dead actor, whose batches then run again"
+    )
 
 
 StepSpec = Annotated[

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -10,7 +10,7 @@ import pyarrow as pa
 from pipelines.documents.config import EmbedConfig
 from pipelines.documents.steps import DatasetStep, RunContext
 from refinery.config import EmbeddingConfig
-from refinery.embedding import load_embedder
+from refinery.embedding import encode_texts, load_embedder
 
 if TYPE_CHECKING:
     from ray.data import Dataset
@@ -38,18 +38,17 @@ class Embedder:
         self.model = load_embedder(cfg)
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        # Always unit length: the index and Qdrant score by inner product / cosine.
-        vectors = self.model.encode(
-            table["text"].to_pylist(),
-            batch_size=self.cfg.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-        )
+        vectors = encode_texts(self.model, table["text"].to_pylist(), self.cfg)
         return table.append_column("vector", vector_column(vectors))
 
 
 class Embed(DatasetStep):
+    """A dead actor (killed, out of memory) is restarted up to `max_restarts` times and
+    the batches it held run again on it: Ray keeps the finished batches, and encoding a
+    batch again gives the same vectors."""
+
     name = "embed"
+    embedder: ClassVar[type[Embedder]] = Embedder
 
     def __init__(self, cfg: EmbedConfig) -> None:
         self.cfg = cfg
@@ -63,7 +62,7 @@ class Embed(DatasetStep):
         with ctx.stats.timed(self.name) as step:
             step.rows_in += ds.count()
             out = ds.map_batches(
-                Embedder,
+                self.embedder,
                 fn_constructor_kwargs={
                     "cfg": embedding,
                     "threads": max(int(self.cfg.cpus_per_actor), 1),
@@ -72,6 +71,8 @@ class Embed(DatasetStep):
                 num_cpus=self.cfg.cpus_per_actor,
                 batch_size=embedding.batch_size * BATCHES_PER_CALL,
                 batch_format="pyarrow",
+                max_restarts=self.cfg.max_restarts,
+                max_task_retries=-1,
             ).materialize()
             step.rows_out += out.count()
         ctx.params["embedding"] = {
@@ -79,5 +80,6 @@ class Embed(DatasetStep):
             "batch_size": embedding.batch_size,
             "actors": self.cfg.actors,
             "cpus_per_actor": self.cfg.cpus_per_actor,
+            "max_restarts": self.cfg.max_restarts,
         }
         return out
