@@ -5,6 +5,11 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 
+class SchemaMismatch(ValueError):
+    """A filter or payload that does not fit the served data's fields or types: the caller's
+    mistake, raised where the data is (the snapshot, Qdrant retrieval) and answered with 400."""
+
+
 class APIError(Exception):
     def __init__(self, status: int, type_: str, message: str) -> None:
         super().__init__(message)

@@ -22,7 +22,7 @@ from ray.serve.handle import DeploymentHandle
 
 from serve.coalesce import Coalescer
 from serve.config import API_KEYS_ENV, ServeAppConfig
-from serve.errors import APIError, bad_request, from_validation, server_error
+from serve.errors import APIError, SchemaMismatch, bad_request, from_validation, server_error
 from serve.guard import (
     ANONYMOUS,
     RateLimiter,
@@ -46,7 +46,6 @@ from serve.protocol import (
     json_bytes,
 )
 from serve.rag_service import RAGService
-from serve.snapshot import SchemaMismatch
 
 logger = logging.getLogger("ray.serve")
 app = FastAPI(title="Refinery", docs_url=None, redoc_url=None)
@@ -223,10 +222,7 @@ class Ingress:
     ) -> list[list[HitDict]]:
         if payload_filter is None and self._coalescer is not None:
             return await self._coalescer.submit((vectors, k))
-        try:
-            return await self._call(self.index.search.remote(vectors, k, payload_filter))
-        except SchemaMismatch as error:  # a filter field or value the snapshot lacks
-            raise bad_request(str(error.args[0] if error.args else error)) from None
+        return await self._call(self.index.search.remote(vectors, k, payload_filter))
 
     async def _search_many(
         self, queries: list[tuple[np.ndarray, int]]
@@ -249,10 +245,7 @@ class Ingress:
             raise bad_request("item ids must be unique within one request")
         vectors = await self._item_vectors(body)
         payloads = [item.payload for item in body.items]
-        try:
-            count = await self._call(self.index.upsert.remote(ids, vectors, payloads))
-        except SchemaMismatch as error:  # payload fields or types the snapshot does not have
-            raise bad_request(str(error.args[0] if error.args else error)) from None
+        count = await self._call(self.index.upsert.remote(ids, vectors, payloads))
         return UpdateResponse(upserted=len(ids), count=count)
 
     async def _item_vectors(self, body: UpsertRequest) -> np.ndarray:
@@ -376,11 +369,13 @@ class Ingress:
                 body = _parse(await read_body(request.stream(), self.cfg.limits), model)
             response = await logic(body)
         except APIError as error:
-            return self._json(error.body(), status=error.status)
+            return self._error(error)
+        except SchemaMismatch as error:
+            # Through Ray the error is also a RayTaskError, whose str() holds the traceback.
+            return self._error(bad_request(str(error.args[0] if error.args else error)))
         except Exception as error:  # a bug or a failed replica: still a JSON error
             logger.exception("%s failed", request.url.path)
-            failure = server_error(error)
-            return self._json(failure.body(), status=failure.status)
+            return self._error(server_error(error))
         if isinstance(response, Response):
             return response
         return self._json(response.model_dump(mode="json"))
@@ -397,6 +392,9 @@ class Ingress:
             raise APIError(
                 504, "timeout_error", f"no answer within {self.cfg.limits.timeout_s:g} s"
             ) from None
+
+    def _error(self, error: APIError) -> Response:
+        return self._json(error.body(), status=error.status)
 
     def _json(self, body: Any, status: int = 200) -> Response:
         return Response(

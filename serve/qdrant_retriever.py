@@ -9,6 +9,7 @@ import numpy as np
 
 from refinery.config import QdrantConfig
 from refinery.qdrant import connect
+from serve.errors import SchemaMismatch
 from serve.protocol import Hit, PayloadFilter
 
 
@@ -16,15 +17,23 @@ def qdrant_filter(payload_filter: PayloadFilter | None) -> Any:
     """Our filter (field -> value or any of values) as Qdrant's `must` conditions."""
     if not payload_filter:
         return None
-    from qdrant_client.models import FieldCondition, Filter, MatchAny, MatchValue
+    from qdrant_client.models import Filter
 
-    conditions = [
-        FieldCondition(key=field, match=MatchAny(any=wanted))
-        if isinstance(wanted, list)
-        else FieldCondition(key=field, match=MatchValue(value=wanted))
-        for field, wanted in payload_filter.items()
-    ]
-    return Filter(must=conditions)
+    return Filter(must=[_condition(field, wanted) for field, wanted in payload_filter.items()])
+
+
+def _condition(field: str, wanted: Any) -> Any:
+    from pydantic import ValidationError
+    from qdrant_client.models import FieldCondition, MatchAny, MatchValue
+
+    try:
+        match = MatchAny(any=wanted) if isinstance(wanted, list) else MatchValue(value=wanted)
+    except ValidationError:
+        raise SchemaMismatch(
+            f"filter field {field!r}: Qdrant matches a string, an integer or a boolean, or a "
+            f"list of strings or of integers, not {wanted!r}"
+        ) from None
+    return FieldCondition(key=field, match=match)
 
 
 class QdrantRetriever:

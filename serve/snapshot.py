@@ -20,6 +20,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from refinery.storage import read_text, resolve
+from serve.errors import SchemaMismatch
 from serve.protocol import HitDict, PayloadFilter
 
 
@@ -56,10 +57,6 @@ class Manifest:
             data["index"],
             data["documents"],
         )
-
-
-class SchemaMismatch(ValueError):
-    """A filter or payload that does not fit the snapshot's columns: the caller's mistake."""
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,9 @@ def test_rag_mistakes_are_4xx(served: dict[str, Any]) -> None:
     assert "prompt tokens" in too_long.json()["error"]["message"]
     assert post(served, "/v1/rag", {"question": ""}).status_code == 400
     assert post(served, "/v1/rag", {"question": "x", "k": 51}).status_code == 400
+    mistyped = post(served, "/v1/rag", {"question": "x", "filter": {"topic": 1}})
+    assert mistyped.status_code == 400
+    assert "'topic': 1 does not fit the column's type string" in mistyped.json()["error"]["message"]
 
 
 def test_readiness_covers_the_llm(served: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ import pytest
 from pipelines.documents.qdrant import ensure_collection, upsert
 from refinery.config import QdrantConfig
 from refinery.qdrant import connect
+from serve.errors import SchemaMismatch
 from serve.qdrant_retriever import QdrantRetriever
 
 RNG = np.random.default_rng(0)
@@ -54,3 +55,11 @@ def test_filters_restrict_the_hits(retriever: QdrantRetriever) -> None:
 def test_a_missing_collection_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no collection 'absent'"):
         QdrantRetriever(QdrantConfig(enabled=True, collection="absent"), str(tmp_path))
+
+
+@pytest.mark.parametrize("wanted", [1.5, [1.5], ["s1", 2], [True]])
+def test_filter_values_qdrant_cannot_match_are_refused(
+    retriever: QdrantRetriever, wanted: object
+) -> None:
+    with pytest.raises(SchemaMismatch, match="filter field 'source': Qdrant matches a string"):
+        retriever.search(VECTORS[0], 5, {"source": wanted})

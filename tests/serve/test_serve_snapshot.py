@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import vectorindex
-from serve.snapshot import SchemaMismatch, Snapshot, SnapshotError
+from serve.errors import SchemaMismatch
+from serve.snapshot import Snapshot, SnapshotError
 
 VECTORS = np.eye(4, dtype=np.float32)
 IDS = np.array([10, 11, 12, 13], dtype=np.int64)
