@@ -9,7 +9,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from serve.config import LimitsConfig
+from serve.config import API_KEYS_ENV, LimitsConfig
 from serve.errors import APIError
 
 ANONYMOUS = "<anonymous>"
@@ -34,9 +34,19 @@ def authenticate(authorization: str | None, keys: frozenset[str]) -> str:
     return matches[0]
 
 
-def is_loopback(host: str) -> bool:
-    """Whether a listen address only takes local connections (a name other than localhost is
-    taken as reachable from outside)."""
+def open_access_warning(host: str, keys: frozenset[str]) -> str | None:
+    """What to warn about when serving without keys where other machines can connect: each
+    caller is then limited by address only, and anyone may call every endpoint."""
+    if keys or _is_loopback(host):
+        return None
+    return (
+        f"serving on {host} without API keys: anyone who reaches it may call every endpoint; "
+        f"set api_keys or {API_KEYS_ENV}"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    # A name other than localhost may resolve to any address: taken as reachable.
     if host == "localhost":
         return True
     try:

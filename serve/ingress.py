@@ -21,14 +21,14 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serve.coalesce import Coalescer
-from serve.config import API_KEYS_ENV, ServeAppConfig
+from serve.config import ServeAppConfig
 from serve.errors import APIError, SchemaMismatch, bad_request, from_validation, server_error
 from serve.guard import (
     ANONYMOUS,
     RateLimiter,
     authenticate,
     check_body_size,
-    is_loopback,
+    open_access_warning,
     read_body,
 )
 from serve.metrics import RequestMetrics
@@ -77,21 +77,13 @@ def _parse_error(error: ValidationError) -> APIError:
 
 
 def _warn_if_open(keys: frozenset[str]) -> None:
-    """Without keys anyone who reaches the HTTP port may call every endpoint: say so, unless
-    only this machine can reach it."""
-    if keys:
-        return
+    """Logged by each replica as it starts: Serve's HTTP host is known only to its controller."""
     from ray.serve.context import _get_global_client
 
     client = _get_global_client(raise_if_no_controller_running=False)
-    host = client.http_config.host if client is not None else None
-    if host is not None and not is_loopback(host):
-        logger.warning(
-            "serving on %s without API keys: anyone who reaches it may call every endpoint; "
-            "set api_keys or %s",
-            host,
-            API_KEYS_ENV,
-        )
+    warning = open_access_warning(client.http_config.host, keys) if client else None
+    if warning:
+        logger.warning(warning)
 
 
 # Each request holds a slot while it waits on the index: Serve's default of 5 would cap the

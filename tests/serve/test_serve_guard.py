@@ -14,7 +14,7 @@ from serve.guard import (
     RateLimiter,
     authenticate,
     check_body_size,
-    is_loopback,
+    open_access_warning,
     read_body,
 )
 from serve.ingress import _parse
@@ -52,18 +52,25 @@ def test_valid_key_is_the_caller() -> None:
 
 
 @pytest.mark.parametrize(
-    ("host", "loopback"),
+    ("host", "warned"),
     [
-        ("127.0.0.1", True),
-        ("::1", True),
-        ("localhost", True),
-        ("0.0.0.0", False),
-        ("10.0.0.5", False),
-        ("example.org", False),
+        ("127.0.0.1", False),
+        ("127.0.0.2", False),
+        ("::1", False),
+        ("localhost", False),
+        ("0.0.0.0", True),
+        ("::", True),
+        ("10.0.0.5", True),
+        ("example.org", True),
     ],
 )
-def test_loopback_hosts(host: str, loopback: bool) -> None:
-    assert is_loopback(host) is loopback
+def test_serving_without_keys_off_loopback_is_warned_about(host: str, warned: bool) -> None:
+    message = (
+        f"serving on {host} without API keys: anyone who reaches it may call every endpoint; "
+        "set api_keys or REFINERY_API_KEYS"
+    )
+    assert open_access_warning(host, frozenset()) == (message if warned else None)
+    assert open_access_warning(host, frozenset({"key"})) is None
 
 
 def test_keys_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
