@@ -23,6 +23,7 @@ from pipelines.documents.ids import repeated_rows, row_keys
 from pipelines.documents.read import RAW_CHARS, SCHEMA, InputFile, read_batch
 from pipelines.documents.steps import DatasetStep, Doc, DocBatch, DocStep, RunContext
 from refinery.ray_runtime import without_reservation
+from refinery.runstats import StepStats
 from refinery.storage import write_text
 
 if TYPE_CHECKING:
@@ -191,8 +192,9 @@ def read_and_clean(
     ctx: RunContext,
     annotators: list[DatasetStep] | None = None,
 ) -> Dataset:
-    """Kept documents, with the columns of the `annotators`' annotate(); writes
-    DIR/quarantine.jsonl and records counts for read and each step."""
+    """Kept documents, one per id (ids.py), with the columns of the `annotators`'
+    annotate(); writes DIR/quarantine.jsonl and DIR/dropped.jsonl and records counts for
+    read, each step and the id check."""
     import ray
 
     annotators = annotators or []
@@ -213,15 +215,24 @@ def read_and_clean(
     side = marked.map_batches(_side_rows, batch_format="pyarrow", batch_size=None)
     side = pa.concat_tables(ray.get(side.to_arrow_refs()))  # one table per block
     alive = _record(summarize(side, marked.count()), files, steps, annotators, ctx)
-    repeats = repeated_rows(marked.to_arrow_refs(), _documents)
-    _record_repeats(repeats, alive, ctx)
+    with ctx.stats.timed(IDS_STEP) as ids_step:
+        repeats = repeated_rows(marked.to_arrow_refs(), _documents)
+        duplicate_ids = _duplicate_id_lines(marked, repeats)
+    _record_repeats(ids_step, repeats, alive)
     quarantine = [_quarantine_line(q) for q in side.filter(pc.is_valid(side["error"])).to_pylist()]
-    quarantine += _duplicate_id_lines(marked, repeats)
-    quarantine.sort(key=lambda q: (q["file"], q["line"] or 0, q["reason"]))
-    write_text(
-        f"{ctx.output}/quarantine.jsonl",
-        "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in quarantine),
-    )
+    quarantine = sorted(quarantine + duplicate_ids, key=lambda q: (q["file"], q["line"] or 0))
+    _write_lines(f"{ctx.output}/quarantine.jsonl", quarantine)
+    _write_lines(f"{ctx.output}/dropped.jsonl", _dropped_lines(side, repeats, steps))
+    removed = ray.put(row_keys(repeats).combine_chunks())
+    return marked.map_batches(_kept, fn_kwargs={"removed": removed}, batch_format="pyarrow")
+
+
+def _write_lines(path: str, rows: list[dict[str, Any]]) -> None:
+    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def _dropped_lines(side: pa.Table, repeats: pa.Table, steps: list[DocStep]) -> list[dict]:
+    """What the document steps dropped, and the records read twice, sorted by id."""
     names = [s.name for s in steps]
     dropped = [
         {"id": d["id"], "source": d["source"], "step": names[d["_drop_step"]],
@@ -231,19 +242,12 @@ def read_and_clean(
         {"id": r["id"], "source": r["source"], "step": IDS_STEP, "rule": r["reason"]}
         for r in repeats.filter(pc.equal(repeats["reason"], "repeated")).to_pylist()
     ]  # fmt: skip
-    dropped.sort(key=lambda d: (d["id"], d["source"]))
-    write_text(
-        f"{ctx.output}/dropped.jsonl",
-        "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in dropped),
-    )
-    removed = ray.put(row_keys(repeats).combine_chunks())
-    return marked.map_batches(_kept, fn_kwargs={"removed": removed}, batch_format="pyarrow")
+    return sorted(dropped, key=lambda d: (d["id"], d["source"]))
 
 
-def _record_repeats(repeats: pa.Table, alive: int, ctx: RunContext) -> None:
-    step = ctx.stats.step(IDS_STEP)
-    step.rows_in += alive
+def _record_repeats(step: StepStats, repeats: pa.Table, alive: int) -> None:
     reasons = Counter(repeats["reason"].to_pylist())
+    step.rows_in += alive
     step.dropped["repeated"] += reasons["repeated"]
     step.quarantined["duplicate_id"] += reasons["duplicate_id"]
     step.rows_out += alive - repeats.num_rows
@@ -292,7 +296,8 @@ def _record(
     annotators: list[DatasetStep],
     ctx: RunContext,
 ) -> int:
-    """Record the counts of read and each document step; the documents they keep."""
+    """Record the counts of read and each document step; returns how many documents the
+    steps keep."""
     width = 1 + len(steps) + len(annotators)
     seconds = totals["seconds"] + [0.0] * (width - len(totals["seconds"]))
     read = ctx.stats.step("read")
