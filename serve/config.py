@@ -28,7 +28,9 @@ class LimitsConfig(StrictModel):
     max_batch_items: int = Field(256, ge=1, description="texts or vectors in one request")
     max_k: int = Field(1000, ge=1)
     max_text_chars: int = Field(20_000, ge=1)
-    requests_per_s: float = Field(100.0, gt=0, description="per API key, per ingress replica")
+    requests_per_s: float = Field(
+        100.0, gt=0, description="per caller (API key, else client address), per ingress replica"
+    )
     burst: int = Field(200, ge=1)
     timeout_s: float = Field(30.0, gt=0)
 
