@@ -2,8 +2,9 @@
 
 Both steps shuffle compact key rows (a hash, an id; never the text) with Ray tasks
 (shuffle.py), so each reduce task sees every row of its keys and no process holds every
-hash or signature; only the ids to drop reach the driver. Kept rows are chosen by smallest
-id, so the result does not depend on block order, worker count or retries. The hashes and
+hash or signature; only the ids to drop reach the driver. Ids are unique by then (ids.py),
+so dropping an id drops one row, never every copy of a record. Kept rows are chosen by
+smallest id, so the result does not depend on block order, worker count or retries. The hashes and
 signatures are computed by annotate() inside the read stage, where the text already is.
 """
 
