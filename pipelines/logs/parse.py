@@ -5,7 +5,8 @@
 2. the known columns are built from those arrays with no per-row Python; extra fields, copied
    aside by the scan, are typed by pyarrow.json;
 3. the validator (json.loads + type checks) keeps the valid-but-unusual SLOW lines (epoch
-   timestamps, escapes, nested extras) and quarantines the rest with a reason.
+   timestamps, escapes, nested extras) and quarantines the rest with a reason; a line over
+   the length limit is quarantined without being parsed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ import pyarrow as pa
 import pyarrow.json as pj
 
 from pipelines.logs import scan as scanner
-from pipelines.logs.schema import FLOAT_COLUMNS, INT_COLUMNS, KNOWN_TYPES, STRING_COLUMNS, TS
+from pipelines.logs.schema import (
+    FLOAT_COLUMNS,
+    INT_COLUMNS,
+    KNOWN_TYPES,
+    MAX_LINE_BYTES,
+    STRING_COLUMNS,
+    TS,
+)
 from pipelines.logs.tables import concat_tables, encode_strings, records_to_table
 from pipelines.logs.validate import BadLine, check_line
 
@@ -32,13 +40,17 @@ _KINDS = (
     + [scanner.INT_KIND] * len(INT_COLUMNS)
 )
 _NAMES = [name.encode() for name in _FIELDS]
+RAW_PREFIX_BYTES = 1 << 12  # what the quarantine keeps of a line over the length limit
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Quarantined:
     file: str
     line: int  # 1-based line number in the file
-    reason: str  # invalid_json | invalid_utf8 | not_object | wrong_type | bad_timestamp
+    # invalid_json | invalid_utf8 | not_object | wrong_type | bad_timestamp | non_finite |
+    # int_out_of_range | too_deep | line_too_long; for a whole file or its rest, from `line`
+    # on: unreadable | file_shrank
+    reason: str
     detail: str
     raw: str
 
@@ -73,13 +85,19 @@ class Parsed:
         return ChunkSummary(self.table.num_rows, self.lines, self.blank, self.quarantined)
 
 
-def parse_buffer(data: bytes | memoryview, file: str, first_line: int = 1) -> Parsed:
-    """Parse JSONL `data` whose first line is line `first_line` of `file`."""
-    found = scanner.scan(data, _NAMES, _KINDS)
+def parse_buffer(
+    data: bytes | memoryview, file: str, first_line: int = 1, max_line: int = MAX_LINE_BYTES
+) -> Parsed:
+    """Parse JSONL `data` whose first line is line `first_line` of `file`; lines of more than
+    `max_line` bytes (without their line ending) are quarantined."""
+    found = scanner.scan(data, _NAMES, _KINDS, max_line)
     tables = [_fast_table(data, found)]
     records: list[dict[str, Any]] = []
     quarantined: list[Quarantined] = []
     for i, start, end in found.slow.tolist():
+        if end - start > max_line:
+            quarantined.append(_too_long(data[start:end], file, first_line + i, max_line))
+            continue
         raw = bytes(data[start:end])
         try:
             records.append(check_line(raw))
@@ -89,6 +107,15 @@ def parse_buffer(data: bytes | memoryview, file: str, first_line: int = 1) -> Pa
     if records:
         tables.append(records_to_table(records))
     return Parsed(concat_tables(tables), found.lines, found.blank, quarantined)
+
+
+def _too_long(line: bytes | memoryview, file: str, number: int, max_line: int) -> Quarantined:
+    head = bytes(line[:RAW_PREFIX_BYTES]).decode("utf-8", errors="replace")
+    detail = (
+        f"{len(line)} bytes, over the limit of {max_line} (max_line_bytes); "
+        f"raw holds the first {min(len(line), RAW_PREFIX_BYTES)}"
+    )
+    return Quarantined(file, number, "line_too_long", detail, head)
 
 
 def _fast_table(data: bytes | memoryview, found: scanner.Scan) -> pa.Table:

@@ -4,7 +4,8 @@ pyarrow.json fails a whole block on one bad line and builds every column generic
 scanner (Numba, GIL released, so chunks scan in threads) reads each line once, validates it
 as JSON and writes the known fields straight into typed arrays. It is sound rather than
 complete: a line it is not sure about (an escape in a known string, an unusual number or
-timestamp, a nested extra, any syntax error) is marked SLOW and goes to the line validator
+timestamp, a number that may not fit a double, a nested extra, any syntax error, a line
+longer than the caller's limit) is marked SLOW and goes to the line validator
 (validate.check_line), which keeps or quarantines it. So a FAST line is valid JSON whose
 known fields equal what the validator would produce. Strings of the known fields are
 dictionary-encoded here (model, route and status take a handful of values).
@@ -28,6 +29,7 @@ pyarrow.json reads a few lines, not one per row.
 from __future__ import annotations
 
 import sys
+from datetime import date, datetime
 from typing import NamedTuple
 
 import numba as nb
@@ -38,6 +40,8 @@ from numba.core import types
 from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
+from pipelines.logs.schema import MAX_LINE_BYTES
+
 # What the caller says each field it names holds.
 TS_KIND, STRING_KIND, FLOAT_KIND, INT_KIND = 0, 1, 2, 3
 
@@ -45,6 +49,8 @@ _QUOTE, _BACKSLASH, _COLON, _COMMA, _LF, _CR = 34, 92, 58, 44, 10, 13
 _OPEN, _CLOSE = 123, 125
 _MAX_EXACT = 1 << 53  # integers a double holds exactly
 _MAX_DIGITS = 18  # digits that always fit an int64
+# Exponents up to this keep a mantissa of _MAX_DIGITS digits below the largest double.
+_MAX_EXP10 = 308 - _MAX_DIGITS
 # Distinct values a known string field may take in one buffer (model, route and status take
 # a handful); lines past that go to the validator.
 MAX_DISTINCT = 1 << 13
@@ -77,6 +83,11 @@ _COLONS_AT = np.uint64(0x0000FF0000FF0000)  # bytes 2 and 5 of `HH:MM:SS`
 _CLOCK_COLONS = _COLONS_AT & (_ONES * np.uint64(_COLON))
 _CLOCK_ZEROS = _COLONS_AT & _ZEROS
 _NO_DATE = -(1 << 62)
+# Microseconds since the epoch of the timestamps Python (and so the validator) can hold:
+# years 1 to 9999 in UTC, which an offset can leave.
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
+_MIN_MICROS = (date.min.toordinal() - _EPOCH_DAY) * 86_400_000_000
+_MAX_MICROS = (datetime.max.toordinal() + 1 - _EPOCH_DAY) * 86_400_000_000 - 1
 _BYTE = np.uint64(0xFF)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing
 
@@ -97,16 +108,19 @@ class Scan(NamedTuple):
     extra_lines: np.ndarray  # int32 per row: its line in `extras`, -1 if it has no extras
 
 
-def scan(data: bytes | memoryview, names: list[bytes], kinds: list[int]) -> Scan:
-    """Scan `data` for the fields `names` of the given kinds."""
+def scan(
+    data: bytes | memoryview, names: list[bytes], kinds: list[int], max_line: int = MAX_LINE_BYTES
+) -> Scan:
+    """Scan `data` for the fields `names` of the given kinds; lines longer than `max_line`
+    bytes are left to the validator."""
     buf = np.frombuffer(data, np.uint8)
     key_bytes = np.frombuffer(b"".join(names), np.uint8)
     key_ends = np.cumsum([len(n) for n in names]).astype(np.int64)
-    return Scan(*_scan(buf, key_bytes, key_ends, np.array(kinds, np.int8)))
+    return Scan(*_scan(buf, key_bytes, key_ends, np.array(kinds, np.int8), max_line))
 
 
 @nb.njit(cache=True, nogil=True)
-def _scan(buf, key_bytes, key_ends, kinds):
+def _scan(buf, key_bytes, key_ends, kinds, max_line):
     size = len(buf)
     # The fast path reads lines in place up to their LF (see the module docstring).
     fast_end = size
@@ -155,7 +169,7 @@ def _scan(buf, key_bytes, key_ends, kinds):
             slow = _grown(slow, n_slow)
         # The loop over lines is apart: arrays reassigned in a loop cost reference counting.
         pos, line, row, out, blank, n_slow, kept = _lines(
-            buf, fast_end, pos, line, row, out, blank, n_slow, kept, key_bytes, key_ends,
+            buf, fast_end, max_line, pos, line, row, out, blank, n_slow, kept, key_bytes, key_ends,
             kinds, follows, seps, sep_sizes, key_offsets, valid, numbers, integers,
             extra_lines, slow, slots, dictionaries, distinct, dates, extras, line_slots,
             line_spans, interned,
@@ -168,7 +182,7 @@ def _scan(buf, key_bytes, key_ends, kinds):
 
 @nb.njit
 def _lines(
-    buf, fast_end, pos, line, row, out, blank, n_slow, kept, key_bytes, key_ends, kinds,
+    buf, fast_end, max_line, pos, line, row, out, blank, n_slow, kept, key_bytes, key_ends, kinds,
     follows, seps, sep_sizes, key_offsets, valid, numbers, integers, extra_lines, slow,
     slots, dictionaries, distinct, dates, extras, line_slots, line_spans, interned,
 ):  # fmt: skip
@@ -182,6 +196,8 @@ def _lines(
                 key_offsets, valid, numbers, integers, slots, dictionaries, distinct, dates,
                 extras, out,
             )  # fmt: skip
+            if stop - pos > max_line:
+                stop = -1
         if stop >= 0:
             extra_lines[0, row] = -1
             if out > mark:
@@ -477,8 +493,8 @@ def _extra(buf, i):
     if c == 102:
         return _literal(buf, i, _FALSE)
     if c == 45 or 48 <= c <= 57:
-        end, _, _, _, exact = _number(buf, i)
-        return end if exact else -1
+        end, _, exp10, _, exact = _number(buf, i)
+        return end if exact and exp10 <= _MAX_EXP10 else -1
     return -1
 
 
@@ -764,7 +780,10 @@ def _timestamp(buf, s, dates):
     if buf[i] != _QUOTE:
         return -1, 0
     seconds = dates[3] * 86400 + hour * 3600 + minute * 60 + second - offset * 60
-    return i + 1, seconds * 1_000_000 + micros
+    micros += seconds * 1_000_000
+    if not _MIN_MICROS <= micros <= _MAX_MICROS:
+        return -1, 0
+    return i + 1, micros
 
 
 @nb.njit

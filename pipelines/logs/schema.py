@@ -26,6 +26,10 @@ KNOWN_TYPES: dict[str, pa.DataType] = {
 }
 KNOWN_COLUMNS = tuple(KNOWN_TYPES)
 
+# Longer lines are quarantined unparsed (line_too_long): one huge line would otherwise hold
+# its bytes several times over in the parser, and all of them again in the quarantine.
+MAX_LINE_BYTES = 16 << 20
+
 # Group keys computed from ts rather than read from the log.
 TIME_KEYS = {"minute": (1, "minute"), "hour": (1, "hour"), "day": (1, "day")}
 BUCKET_KEY = "bucket"

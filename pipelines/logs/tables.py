@@ -42,8 +42,15 @@ def records_to_table(records: list[dict[str, Any]]) -> pa.Table:
 def _infer(values: list[Any]) -> pa.Array:
     try:
         return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: keep them as JSON text
-        return pa.array([v if isinstance(v, str | None) else json.dumps(v) for v in values])
+    except OverflowError:  # an integer past int64, which the validator keeps if it fits uint64
+        try:
+            return pa.array(values, pa.uint64())
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            pass
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    # Mixed types: keep them as JSON text
+    return pa.array([v if isinstance(v, str | None) else json.dumps(v) for v in values])
 
 
 def concat_tables(tables: list[pa.Table]) -> pa.Table:

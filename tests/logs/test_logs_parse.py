@@ -177,7 +177,8 @@ BAD_LINES = [
     (good(route=["chat"]), "wrong_type"),
     (good(tokens_output="12"), "wrong_type"),
     (good(status=True), "wrong_type"),
-    (good(tokens_input=123456789012345678901), "wrong_type"),  # past int64
+    (good(tokens_input=2**63), "wrong_type"),  # past int64
+    (good(tokens_input=123456789012345678901), "int_out_of_range"),  # past 64 bits
     (good(ts="2024-13-01T00:00:00Z"), "bad_timestamp"),
     (good(ts="2024-02-30T00:00:00Z"), "bad_timestamp"),
     ('{"model": "a\x01b"}', "invalid_json"),  # a raw control character
@@ -185,6 +186,18 @@ BAD_LINES = [
     ('{"latency_ms": 01}', "invalid_json"),
     ('{"latency_ms": 1.}', "invalid_json"),
     ('{"a": tru}', "invalid_json"),
+    (good(latency_ms=float("nan")), "non_finite"),
+    (good(latency_ms=float("-inf")), "non_finite"),
+    (good(latency_ms=1).replace(": 1,", ": 1e400,"), "non_finite"),
+    (good(x=1).replace('"x": 1', '"x": 1e400'), "non_finite"),  # an extra the scan reads
+    (good(x=1).replace('"x": 1', '"x": NaN'), "non_finite"),
+    (good(ts="0001-01-01T00:00:00+01:00"), "bad_timestamp"),  # the year 0 in UTC
+    (good(ts="9999-12-31T23:59:59-00:01"), "bad_timestamp"),  # the year 10000 in UTC
+    (good(ts=-9e10), "bad_timestamp"),
+    (good(x=1).replace('"x": 1', '"x": ' + "7" * 5000), "int_out_of_range"),
+    (good(x=2**64), "int_out_of_range"),
+    (good(x=1).replace('"x": 1', '"x": ' + "[" * 2000 + "]" * 2000), "too_deep"),
+    (good(x=1).replace('"x": 1', '"x": ' + '{"a": ' * 65 + "1" + "}" * 65), "too_deep"),
     ('{"a" 1}', "invalid_json"),
     ("{,}", "invalid_json"),
 ]
@@ -279,6 +292,8 @@ def test_last_line_without_newline() -> None:
 NUMBERS = [
     *("0", "-0", "7", "12345678", "123456789", "0.5", "1.25", "1.2345678", "1.23456789"),
     *("-12.5", "00", "01", "1.", ".5", "-", "1e3", "1.5E-2", "2e+2", "1ea", "99999999.99999999"),
+    *("1e290", "1e291", "1e308", "1.7976931348623157e308", "1e309", "-1e400", "1e-400"),
+    *("9223372036854775808", "18446744073709551615", "18446744073709551616"),
 ]
 
 
@@ -319,6 +334,8 @@ TIMESTAMPS = [
     *("2024-01-01T12:00:00.1234567Z", "2024-01-01T12:00:00.5-01:30", "2024-01-32T00:00:00Z"),
     *("2024-01-31T00:00:00Z", "2023-02-29T00:00:00Z", "2024-02-29T00:00:00+14:00"),
     *("0001-01-01T00:00:00Z", "2024-01-01T12:00:00+2:00", "2024-01-01T12:00:00Z "),
+    *("0001-01-01T00:59:59+01:00", "0001-01-01T01:00:00+01:00", "0001-01-01T00:00:00-01:00"),
+    *("9999-12-31T23:59:59.999999Z", "9999-12-31T23:59:59-00:01", "9999-12-31T23:00:00+01:00"),
 ]
 
 
@@ -327,21 +344,48 @@ def test_timestamps_like_the_validator() -> None:
     assert_like_validator(("\n".join(lines + lines[::-1]) + "\n").encode())
 
 
-def test_mapped_chunks_equal_read_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Local files are read as views of the mapped file; other filesystems by reads."""
+def test_lines_over_the_limit_on_both_paths() -> None:
+    """The limit counts a line's bytes without its line ending, whichever path reads it."""
+    short = good(model="x")
+    width = len(short)
+    lines = [short, short + "\r", good(model="xy"), good(model="\u00e9y"), good(meta=[1, 2])]
+    data = "\n".join(lines).encode() + b"\n"
+    parsed = parse_buffer(data, "f.jsonl", max_line=width)
+    assert [(q.line, q.reason) for q in parsed.quarantined] == [
+        (3, "line_too_long"),
+        (4, "line_too_long"),
+        (5, "line_too_long"),
+    ]
+    assert parsed.table.num_rows == 2
+    assert parsed.quarantined[0].raw == good(model="xy")
+    assert str(width) in parsed.quarantined[0].detail
+    assert parse_buffer(data, "f.jsonl").quarantined == []
+
+
+def test_chunks_equal_the_file_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk is the lines that start in its byte range, the last one whole, read from
+    local files and through other filesystems alike; a line longer than the read-ahead too."""
     (tmp_path / "a.jsonl").write_bytes(b"x\n\r\n\nyy\n" * 40 + b"no newline")
     (tmp_path / "b.jsonl").write_bytes(b"\n\n")
     (tmp_path / "c.jsonl").write_bytes(b"")
-    files = list_files(tmp_path)
-    chunks = [c for size in (1, 2, 3, 7, 50, 1 << 20) for c in plan_chunks(files, size)]
-    mapped = [read_chunk(c) for c in chunks]
-    assert any(isinstance(m, memoryview) for m in mapped)
+    (tmp_path / "d.jsonl").write_bytes(b"short\n" + b"z" * 200_000 + b"\nend\n")
+    small, long = list_files(str(tmp_path / "[abc].jsonl")), list_files(tmp_path / "d.jsonl")
+    chunks = [c for size in (1, 2, 3, 7, 50, 1 << 20) for c in plan_chunks(small, size)]
+    chunks += [c for size in (50_000, 70_000, 1 << 20) for c in plan_chunks(long, size)]
+    expected = [lines_starting_in(Path(c.file.path).read_bytes(), c.start, c.end) for c in chunks]
+    assert [bytes(read_chunk(c)) for c in chunks] == expected
 
     def remote(path: str) -> tuple[pafs.FileSystem, str]:  # not a LocalFileSystem
         return pafs.SubTreeFileSystem("/", pafs.LocalFileSystem()), resolve(path)[1][1:]
 
     monkeypatch.setattr(sources, "resolve", remote)
-    assert [bytes(m) for m in mapped] == [read_chunk(c) for c in chunks]
+    assert [bytes(read_chunk(c)) for c in chunks] == expected
+
+
+def lines_starting_in(data: bytes, start: int, end: int) -> bytes:
+    starts = [0] + [i + 1 for i in range(len(data)) if data[i] == 10]
+    lines = [data[s : data.find(b"\n", s) + 1 or len(data)] for s in starts if start <= s < end]
+    return b"".join(lines)
 
 
 def with_extras(extras: dict, at: int, **changes) -> str:
