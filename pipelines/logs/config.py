@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from pipelines.logs.schema import MAX_LINE_BYTES
 from refinery.config import JobConfig, StrictModel
 
 
@@ -45,6 +46,9 @@ class ChartConfig(StrictModel):
 class LogsJobConfig(JobConfig):
     engine: Literal["auto", "arrow", "ray"] = "auto"
     prices: str | None = Field(None, description="price table YAML; None: configs/prices.yaml")
+    max_line_bytes: int = Field(
+        MAX_LINE_BYTES, ge=1, description="longer lines are quarantined (line_too_long)"
+    )
     query: QueryConfig = Field(default_factory=QueryConfig)
     table: TableConfig = Field(default_factory=TableConfig)
     chart: ChartConfig = Field(default_factory=ChartConfig)

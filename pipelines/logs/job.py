@@ -25,7 +25,9 @@ def run(cfg: LogsJobConfig, stats: RunStats, tracker: Tracker) -> None:
     out = cfg.output.rstrip("/")
     # The Arrow engine parses here; the lazy Ray engine parses inside the aggregate pass.
     with stats.timed("parse") as parse:
-        store = LogStore.from_jsonl(cfg.input, engine=cfg.engine, prices=cfg.prices)
+        store = LogStore.from_jsonl(
+            cfg.input, engine=cfg.engine, prices=cfg.prices, max_line_bytes=cfg.max_line_bytes
+        )
     query = store.query().filter(**cfg.query.filters)
     with stats.timed("aggregate") as step:
         frame = query.aggregate(cfg.query.by, cfg.query.metrics, cfg.query.bucket)

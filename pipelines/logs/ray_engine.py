@@ -42,8 +42,10 @@ class RayLogStore(LogStore):
 
     engine = "ray"
 
-    def __init__(self, files: list[LogFile], prices: PriceTable, chunk_bytes: int) -> None:
-        super().__init__(files, prices)
+    def __init__(
+        self, files: list[LogFile], prices: PriceTable, chunk_bytes: int, max_line_bytes: int
+    ) -> None:
+        super().__init__(files, prices, max_line_bytes)
         self.chunks = plan_chunks(files, chunk_bytes)
         self._schema: pa.Schema | None = None
         self._scan: ScanStats | None = None
@@ -86,7 +88,7 @@ class RayLogStore(LogStore):
         parsed = [r["parsed"] for r in results]
         if self._scan is None:
             self._quarantine = number_lines(chunks, parsed)
-            self._scan = scan_stats(self.files, parsed)
+            self._scan = scan_stats(self.files, parsed, self._quarantine)
             self._schema = _union_schema([r["schema"] for r in results])
         plan.check(self._schema)
         return finalize(merge([r["partial"] for r in results], plan), plan)
@@ -98,7 +100,7 @@ class RayLogStore(LogStore):
         dataset = without_reservation(ray.data.from_items(items, override_num_blocks=len(items)))
         scanned = dataset.map_batches(
             scan_batch,
-            fn_kwargs={"plan": plan, "prices": self.prices},
+            fn_kwargs={"plan": plan, "prices": self.prices, "max_line_bytes": self.max_line_bytes},
             batch_size=1,
             batch_format="pyarrow",
             num_cpus=1,
@@ -117,13 +119,13 @@ def _chunk_row(chunk: Chunk) -> dict[str, Any]:
     return {**asdict(chunk.file), "index": chunk.index, "start": chunk.start, "end": chunk.end}
 
 
-def scan_batch(batch: pa.Table, plan: Plan, prices: PriceTable) -> pa.Table:
+def scan_batch(batch: pa.Table, plan: Plan, prices: PriceTable, max_line_bytes: int) -> pa.Table:
     """Inside a Ray Data task: chunk descriptions in, one pickled partial per chunk out."""
     out = []
     for row in batch.to_pylist():
         file = LogFile(row["path"], row["uri"], row["size"])
         chunk = Chunk(file, row["index"], row["start"], row["end"])
-        parsed = parse_chunk(chunk)
+        parsed = parse_chunk(chunk, max_line_bytes)
         table = _with_missing(parsed.table, plan)
         result = {
             "chunk": row["chunk"],

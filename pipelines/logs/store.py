@@ -28,7 +28,16 @@ from pipelines.logs.aggregate import Partial, finalize, merge, partial
 from pipelines.logs.parse import ChunkSummary, Parsed, Quarantined, parse_buffer
 from pipelines.logs.prices import PriceTable, load_prices
 from pipelines.logs.query import Plan, make_plan, parse_conditions
-from pipelines.logs.sources import Chunk, LogFile, Source, list_files, plan_chunks, read_chunk
+from pipelines.logs.schema import MAX_LINE_BYTES
+from pipelines.logs.sources import (
+    Chunk,
+    FileShrank,
+    LogFile,
+    Source,
+    list_files,
+    plan_chunks,
+    read_chunk,
+)
 from pipelines.logs.tables import concat_tables
 from refinery.storage import write_text
 
@@ -43,6 +52,9 @@ ARROW_CHUNK_BYTES = (1 << 20, 64 << 20)
 # Joining every chunk into one table cost 0.4 s at 10M rows; each partial has a fixed cost of
 # about 0.5 ms (Python around the compiled passes), small next to 100k rows' work.
 PIECE_ROWS = 100_000
+# Reasons that are about a file (from a line on) rather than one line.
+UNREADABLE, FILE_SHRANK = "unreadable", "file_shrank"
+FILE_REASONS = (UNREADABLE, FILE_SHRANK)
 
 
 @dataclass
@@ -66,9 +78,10 @@ class LogStore(ABC):
 
     engine = "base"
 
-    def __init__(self, files: list[LogFile], prices: PriceTable) -> None:
+    def __init__(self, files: list[LogFile], prices: PriceTable, max_line_bytes: int) -> None:
         self.files = files
         self.prices = prices
+        self.max_line_bytes = max_line_bytes
 
     @classmethod
     def from_jsonl(
@@ -77,17 +90,21 @@ class LogStore(ABC):
         engine: str = "auto",
         prices: PriceTable | str | os.PathLike[str] | None = None,
         chunk_bytes: int | None = None,
+        max_line_bytes: int = MAX_LINE_BYTES,
     ) -> LogStore:
-        """Logs from a path, glob, directory or URI (or a list of them)."""
+        """Logs from a path, glob, directory or URI (or a list of them); lines longer than
+        `max_line_bytes` are quarantined unparsed."""
         files = list_files(source)
         price_table = prices if isinstance(prices, PriceTable) else load_prices(prices)
         engine = choose_engine(files) if engine == "auto" else engine
         if engine == "arrow":
-            return ArrowLogStore(files, price_table, chunk_bytes or arrow_chunk_bytes(files))
+            size = chunk_bytes or arrow_chunk_bytes(files)
+            return ArrowLogStore(files, price_table, size, max_line_bytes)
         if engine == "ray":
             from pipelines.logs.ray_engine import RayLogStore, ray_chunk_bytes
 
-            return RayLogStore(files, price_table, chunk_bytes or ray_chunk_bytes(files))
+            size = chunk_bytes or ray_chunk_bytes(files)
+            return RayLogStore(files, price_table, size, max_line_bytes)
         raise ValueError(f"engine={engine!r}: expected 'auto', 'arrow' or 'ray'")
 
     def query(self) -> Query:
@@ -156,12 +173,21 @@ def choose_engine(files: Sequence[LogFile]) -> str:
 
 
 def number_lines(chunks: Sequence[Chunk], parsed: Sequence[ChunkSummary]) -> list[Quarantined]:
-    """Chunk-relative line numbers -> file line numbers, adding the lines of earlier chunks."""
+    """Chunk-relative line numbers -> file line numbers, adding the lines of earlier chunks
+    (in place: the records are the parser's own). A file that could not be read, or not to
+    its end, is reported once, by its first chunk that found it so."""
     offsets: dict[str, int] = {}
+    reported: set[tuple[str, str]] = set()
     out = []
     for chunk, result in sorted(zip(chunks, parsed, strict=True), key=_chunk_order):
         offset = offsets.get(chunk.file.path, 0)
-        out.extend(dataclasses.replace(q, line=q.line + offset) for q in result.quarantined)
+        for q in result.quarantined:
+            q.line += offset
+            if q.reason in FILE_REASONS:
+                if (q.file, q.reason) in reported:
+                    continue
+                reported.add((q.file, q.reason))
+            out.append(q)
         offsets[chunk.file.path] = offset + result.lines
     return out
 
@@ -170,18 +196,34 @@ def _chunk_order(pair: tuple[Chunk, ChunkSummary]) -> tuple[str, int]:
     return pair[0].file.path, pair[0].index
 
 
-def scan_stats(files: Sequence[LogFile], parsed: Sequence[ChunkSummary]) -> ScanStats:
+def scan_stats(
+    files: Sequence[LogFile], parsed: Sequence[ChunkSummary], quarantine: Sequence[Quarantined]
+) -> ScanStats:
     stats = ScanStats(files=len(files), bytes=sum(f.size for f in files))
     for result in parsed:
         stats.lines += result.lines
         stats.rows += result.rows
         stats.blank += result.blank
-        stats.quarantined.update(q.reason for q in result.quarantined)
+    stats.quarantined.update(q.reason for q in quarantine)
     return stats
 
 
-def parse_chunk(chunk: Chunk) -> Parsed:
-    return parse_buffer(read_chunk(chunk), chunk.file.path)
+def parse_chunk(chunk: Chunk, max_line_bytes: int) -> Parsed:
+    """The chunk's lines parsed. A file that cannot be read, or that shrank while it was read,
+    is quarantined (reason unreadable or file_shrank, at the first line not read) rather than
+    failing the job; the lines read before are kept."""
+    path = chunk.file.path
+    try:
+        data = read_chunk(chunk)
+    except FileShrank as short:
+        parsed = parse_buffer(short.data, path, max_line=max_line_bytes)
+        parsed.quarantined.append(Quarantined(path, parsed.lines + 1, FILE_SHRANK, str(short), ""))
+        return parsed
+    except OSError as error:
+        parsed = parse_buffer(b"", path)
+        parsed.quarantined.append(Quarantined(path, 1, UNREADABLE, str(error), ""))
+        return parsed
+    return parse_buffer(data, path, max_line=max_line_bytes)
 
 
 class ArrowLogStore(LogStore):
@@ -189,14 +231,16 @@ class ArrowLogStore(LogStore):
 
     engine = "arrow"
 
-    def __init__(self, files: list[LogFile], prices: PriceTable, chunk_bytes: int) -> None:
-        super().__init__(files, prices)
+    def __init__(
+        self, files: list[LogFile], prices: PriceTable, chunk_bytes: int, max_line_bytes: int
+    ) -> None:
+        super().__init__(files, prices, max_line_bytes)
         chunks = plan_chunks(files, chunk_bytes)
         with ThreadPoolExecutor(max_workers=min(len(chunks), os.cpu_count() or 1)) as pool:
-            parsed = list(pool.map(parse_chunk, chunks))
+            parsed = list(pool.map(lambda c: parse_chunk(c, max_line_bytes), chunks))
         summaries = [p.summary() for p in parsed]
         self._quarantine = number_lines(chunks, summaries)
-        self._scan = scan_stats(files, summaries)
+        self._scan = scan_stats(files, summaries, self._quarantine)
         self.table = in_pieces(concat_tables([p.table for p in parsed]), PIECE_ROWS)
 
     @property
