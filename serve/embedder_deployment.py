@@ -1,4 +1,4 @@
-"""EmbedderDeployment: texts -> normalised float32 vectors with the pipeline's model, batched
+"""EmbedderDeployment: texts -> float32 vectors exactly as the pipeline embeds them, batched
 across requests so the model sees full batches under concurrent load."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 from ray import serve
 
 from refinery.config import EmbeddingConfig
-from refinery.embedding import load_embedder
+from refinery.embedding import encode_texts, load_embedder
 from serve.batching import BatchSizeMetric, apply_batching
 
 
@@ -37,11 +37,4 @@ class EmbedderDeployment:
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _embed_one(self, texts: list[str]) -> list[np.ndarray]:
         self.batch_sizes.observe(len(texts))
-        vectors = await asyncio.to_thread(
-            self.model.encode,
-            texts,
-            batch_size=self.cfg.batch_size,
-            normalize_embeddings=self.cfg.normalize,
-            convert_to_numpy=True,
-        )
-        return list(vectors.astype(np.float32, copy=False))
+        return list(await asyncio.to_thread(encode_texts, self.model, texts, self.cfg))
