@@ -68,6 +68,10 @@ class _Rows:
     payloads: pa.Table  # the same rows without index_id: what hits carry
     live: np.ndarray  # per row: still its id's current row
 
+    def __post_init__(self) -> None:
+        # Readers hold a published mask without a lock: an update copies it, never writes it.
+        self.live.flags.writeable = False
+
     @classmethod
     def of(cls, table: pa.Table, live: np.ndarray) -> _Rows:
         return cls(table, table.drop_columns(["index_id"]), live)
