@@ -19,6 +19,8 @@ _BLOCK = {
     "hr", "li", "main", "nav", "ol", "p", "pre", "section", "summary", "table", "tr", "ul",
 }  # fmt: skip
 _CELL = {"td", "th"}
+# lxml refuses a str that still declares its encoding: the text is decoded already.
+_XML_DECLARATION = re.compile(r"\A\s*<\?xml[^>]*\?>")
 
 
 def html_to_text(html: str) -> str:
@@ -26,7 +28,7 @@ def html_to_text(html: str) -> str:
     if not html.strip():
         return ""
     try:
-        root = lxml.html.document_fromstring(html)
+        root = lxml.html.document_fromstring(_XML_DECLARATION.sub("", html, count=1))
     except (etree.ParserError, ValueError):
         return ""
     # Mark the layout in the tree, then let lxml serialise the text in C: a Python walk

@@ -87,6 +87,8 @@ def bad_input_corpus(root: Path) -> Corpus:
         corpus.bad(f"{name}.html", "bad_charset")
     corpus.bad("utf7-surrogate.html", "lone_surrogate")
     corpus.kept.add(str(corpus.write("page.html", _html("utf-8", "Grüße " + prose(4)))))
+    xhtml = f'<?xml version="1.0" encoding="utf-8"?>\n<html><body><p>{prose(12)}</p></body></html>'
+    corpus.kept.add(str(corpus.write("page.xhtml", xhtml)))
 
     # A gzip bomb past read.max_file_bytes next to a small gzip file that is read.
     bomb = _jsonl({"id": "bomb", "text": "a " * MAX_FILE_BYTES})
