@@ -24,13 +24,18 @@ def test_search_while_adding(kind):
     limit = [batch]
     errors: list[BaseException] = []
     seen_bad: list[np.ndarray] = []
+    # (start, end) of every search and every add, to check that they really overlapped.
+    searches: list[tuple[float, float]] = []
+    adds: list[tuple[float, float]] = []
     deadline = time.monotonic() + 20
 
     def searcher(seed: int) -> None:
         q = np.random.default_rng(seed).standard_normal((8, d)).astype(np.float32)
         try:
             while not added.is_set() and time.monotonic() < deadline:
+                start = time.perf_counter()
                 _, found = index.search(q, 10)
+                searches.append((start, time.perf_counter()))
                 if not ((found >= 0) & (found < limit[0])).all():
                     seen_bad.append(found)
         except BaseException as e:  # noqa: BLE001 - any failure in a thread fails the test
@@ -42,12 +47,16 @@ def test_search_while_adding(kind):
     for b in range(1, batches):
         rows = slice(b * batch, (b + 1) * batch)
         limit[0] = rows.stop
+        start = time.perf_counter()
         index.add_with_ids(xb[rows], np.arange(rows.start, rows.stop))
+        adds.append((start, time.perf_counter()))
         index.remove_ids(np.arange(rows.start, rows.start + 10))
     added.set()
     for t in threads:
         t.join()
     assert not errors and not seen_bad
+    overlapped = sum(any(s0 < a1 and a0 < s1 for a0, a1 in adds) for s0, s1 in searches)
+    assert overlapped >= 10, f"only {overlapped} of {len(searches)} searches overlapped an add"
     assert index.ntotal == batch * batches - 10 * (batches - 1)
     _, found = index.search(xb, 1)
     removed = np.isin(
