@@ -1,5 +1,6 @@
 """Repeated ids: one copy of a record read twice, the later of two texts under one id
-quarantined, whatever the worker count; dedup then drops rows, never every row of an id."""
+quarantined, whatever the worker count; exact and near dedup then drop rows, never every
+row of an id."""
 
 from __future__ import annotations
 
@@ -29,6 +30,10 @@ def id_corpus(root: Path) -> Path:
     # Other ids, same text: content dedup keeps the smallest id.
     _write(root / "c.jsonl", {"id": "copy-b", "text": prose(5)}, first_clash)
     _write(root / "d.jsonl", {"id": "copy-a", "text": prose(5)})
+    # Other ids, nearly the same text: near dedup keeps the smallest id.
+    words = prose(6).split()
+    near = " ".join([*words[:40], "different", *words[41:]])
+    _write(root / "e.jsonl", {"id": "near-b", "text": near}, {"id": "near-a", "text": prose(6)})
     return root
 
 
@@ -37,12 +42,13 @@ def test_repeated_ids_resolve_the_same_with_one_or_many_workers(tmp_path, run_st
     single = run_steps(source, dedup_steps(1), files_per_task=100, name="single")
     many = run_steps(source, dedup_steps(8), files_per_task=1, name="many")
     for run in (single, many):
-        assert run["ids"] == ["clash", "copy-a", "shared", "solo"]
+        assert run["ids"] == ["clash", "copy-a", "near-a", "shared", "solo"]
         stats = run["stats"]
         assert stats["unique_ids"]["dropped"] == {"repeated": 2}  # shared in b, clash in c
         assert stats["unique_ids"]["quarantined"] == {"duplicate_id": 1}
-        assert stats["unique_ids"]["rows_out"] == 4 + 1
+        assert stats["unique_ids"]["rows_out"] == 7
         assert stats["exact_dedup"]["dropped"] == {"duplicate": 1}
+        assert stats["minhash_dedup"]["dropped"] == {"near_duplicate": 1}
     lines = [(run["out"] / "quarantine.jsonl").read_text() for run in (single, many)]
     assert lines[0] == lines[1]
     (clash,) = [json.loads(x) for x in lines[0].splitlines()]
