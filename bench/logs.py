@@ -4,7 +4,9 @@ Polars on the seed query (filter by model + latency, group by route, 6 metrics).
 Two timings per contender: file -> answer (parse the JSONL, then query) and the query alone
 on data already loaded. Same generated logs for all (Zipf models/routes, lognormal
 latencies, ~0.1% malformed lines); Polars raises on malformed lines, so it reads a clean copy
-(bad lines removed beforehand, untimed). Prints a table, then one JSON line with the ratios.
+(bad lines removed beforehand, untimed). Then the cost of bad lines: the Arrow engine loads
+the same logs clean and with --bad-rate of the lines broken, rounds interleaved. Prints
+tables, then one JSON line with the ratios and that cost.
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=".refinery/bench/logs", help="generated data cache")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray engine")
     parser.add_argument("--ray-cpus", type=int, default=2, help="CPUs of the bench's local Ray")
+    parser.add_argument(
+        "--bad-rows", type=int, default=1_000_000, help="rows of the clean vs bad-lines load"
+    )
+    parser.add_argument("--bad-rate", type=float, default=0.003, help="bad lines of that load")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -68,9 +74,11 @@ def main(args: argparse.Namespace) -> int:
     finally:
         if not args.no_ray:
             ray.shutdown()
+    bad_lines = bad_line_cost(args)
     for report in reports:
         print_table(report)
-    print(json.dumps({"bench": "logs", "runs": reports}))
+    print_bad_lines(bad_lines)
+    print(json.dumps({"bench": "logs", "runs": reports, "bad_lines": bad_lines}))
     return 0
 
 
@@ -152,6 +160,46 @@ def prepare_data(root: Path, rows: int, files: int) -> tuple[list[str], list[str
             (clean_dir / Path(path).name).write_text("".join(kept), encoding="utf-8")
         done.touch()
     return sorted(map(str, raw_dir.glob("*.jsonl"))), sorted(map(str, clean_dir.glob("*.jsonl")))
+
+
+def bad_line_cost(args: argparse.Namespace) -> dict[str, Any]:
+    """Arrow-engine load of the same generated logs clean and with args.bad_rate of their
+    lines broken (same seed: every other line is the same), best of interleaved rounds."""
+    from pipelines.logs.generate import write_logs
+
+    paths = {}
+    for name, rate in (("clean", 0.0), ("bad", args.bad_rate)):
+        directory = Path(args.data) / f"{args.bad_rows}-bad-{rate:g}"
+        if not (directory / "done").exists():
+            print(f"generating {args.bad_rows:,} rows, {rate:.2%} bad, under {directory} ...")
+            write_logs(directory, args.bad_rows, seed=0, malformed_rate=rate)
+            (directory / "done").touch()
+        paths[name] = sorted(map(str, directory.glob("*.jsonl")))
+    timed = interleaved(
+        {name: (lambda p=p: logstore(p, "arrow"), args.repeat) for name, p in paths.items()}
+    )
+    (clean, clean_store), (bad, bad_store) = timed["clean"], timed["bad"]
+    return {
+        "rows": args.bad_rows,
+        "bad_rate": args.bad_rate,
+        "quarantined": len(bad_store.quarantine),
+        "kept": {"clean": clean_store.scan.rows, "bad": bad_store.scan.rows},
+        "load_s": {"clean": clean, "bad": bad},
+        "overhead": round(bad / clean - 1, 3),
+    }
+
+
+def print_bad_lines(report: dict[str, Any]) -> None:
+    seconds = report["load_s"]
+    print(
+        f"\nbad lines: Arrow load of {report['rows']:,} rows, clean vs "
+        f"{report['bad_rate']:.1%} bad ({report['quarantined']:,} quarantined)"
+    )
+    print(f"{'clean':>12} {'bad lines':>12} {'overhead':>10}")
+    print(
+        f"{seconds['clean'] * 1000:>9,.1f} ms {seconds['bad'] * 1000:>9,.1f} ms "
+        f"{report['overhead']:>+10.1%}"
+    )
 
 
 def valid(line: str) -> bool:
