@@ -230,9 +230,28 @@ def _read_parquet(
             return
         number = 0
         for batch in parquet.iter_batches():
-            for record in batch.to_pylist():
+            for record in _batch_records(batch):
                 number += 1
-                yield checked(_record(record, path, number, cfg), number)
+                if record is None:
+                    yield quarantine(path, "undecodable", "a string is not UTF-8", number)
+                else:
+                    yield checked(_record(record, path, number, cfg), number)
+
+
+def _batch_records(batch: pa.RecordBatch) -> list[dict[str, Any] | None]:
+    """The batch's records; None for one holding a string that is not UTF-8 (Parquet
+    writers need not check), so the batch's other records are kept."""
+    try:
+        return batch.to_pylist()
+    except UnicodeDecodeError:
+        return [_record_or_none(batch.slice(i, 1)) for i in range(batch.num_rows)]
+
+
+def _record_or_none(row: pa.RecordBatch) -> dict[str, Any] | None:
+    try:
+        return row.to_pylist()[0]
+    except UnicodeDecodeError:
+        return None
 
 
 def _record(record: Any, path: str, number: int, cfg: ReadConfig) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from docs_corpus import prose
@@ -98,6 +99,12 @@ def bad_input_corpus(root: Path) -> Corpus:
         "small.jsonl.gz", gzip.compress(_jsonl({"id": "good-gz", "text": prose(5)}).encode())
     )
     corpus.kept.add("good-gz")
+
+    # A Parquet file whose second record's text is not UTF-8 (Arrow's writer does not check).
+    text = pa.array([prose(13).encode(), b"\xff\xfe"], pa.binary()).view(pa.string())
+    pq.write_table(pa.table({"id": ["good-pq", "bad-pq"], "text": text}), root / "mixed.parquet")
+    corpus.kept.add("good-pq")
+    corpus.bad("mixed.parquet", "undecodable", 2)
 
     corpus.write("empty.txt", b"")
     corpus.write("blank.jsonl", b"\n  \n")
