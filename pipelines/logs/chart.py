@@ -22,12 +22,14 @@ def percentile_name(p: float) -> str:
 
 def render(frame: pd.DataFrame, percentiles: Sequence[float], column: str, title: str) -> bytes:
     """`frame` has model, bucket, one column per percentile (named p50, ...) and error_rate.
-    Any timestamp and finite value is drawn; values past +-1e300 at that bound."""
+    Any timestamp and finite value is drawn, values past +-1e300 at that bound; rows without
+    a time (logged without ts) have no place on the time axis."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display; safe inside Ray workers and CI
     import matplotlib.pyplot as plt
 
+    frame = frame[frame["bucket"].notna()]
     panels = [percentile_name(p) for p in percentiles] + ["error_rate"]
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.4 * len(panels)), sharex=True)
     for ax, panel in zip(axes, panels, strict=True):

@@ -157,6 +157,7 @@ BAD = [
 EDGES = [
     line(ts="0001-01-01T00:00:00Z"),
     line(ts="9999-12-31T23:59:59.999999Z"),
+    line(ts=None),
     line(latency_ms=1.5e300),
     line(request_id=18446744073709551615),  # uint64, valid JSON: kept
     line(meta=[[[1]]], route="r\\u0061g"),
