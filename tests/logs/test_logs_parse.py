@@ -344,6 +344,19 @@ def test_timestamps_like_the_validator() -> None:
     assert_like_validator(("\n".join(lines + lines[::-1]) + "\n").encode())
 
 
+def test_unsigned_64_bit_extras_are_kept_exactly() -> None:
+    """Valid JSON past int64 but inside uint64: a uint64 column, or text next to signed values
+    (the rule for any extra whose types clash); one bit more is quarantined."""
+    top = 2**64 - 1
+    parsed = parse_buffer(f"{good(id=top)}\n{good(id=2**63)}\n{good()}\n".encode(), "f.jsonl")
+    assert parsed.quarantined == []
+    assert parsed.table.schema.field("id").type == pa.uint64()
+    assert sorted(parsed.table["id"].to_pylist(), key=str) == sorted([top, 2**63, None], key=str)
+    mixed = parse_buffer(f"{good(id=top)}\n{good(id=-1)}\n{good(id=2**64)}\n".encode(), "f")
+    assert sorted(mixed.table["id"].to_pylist()) == ["-1", str(top)]
+    assert [(q.line, q.reason) for q in mixed.quarantined] == [(3, "int_out_of_range")]
+
+
 def test_lines_over_the_limit_on_both_paths() -> None:
     """The limit counts a line's bytes without its line ending, whichever path reads it."""
     short = good(model="x")
