@@ -112,19 +112,20 @@ class FileShrank(OSError):
 
 def read_chunk(chunk: Chunk) -> memoryview:
     """The bytes of the lines that start in [start, end), the last one complete."""
-    size = chunk.file.size
     # Read one byte early: if it is a newline, the first line starts exactly at `start`.
     begin = max(chunk.start - 1, 0)
-    stop = chunk.end - begin  # the chunk's end, in data
+    stop, rest = chunk.end - begin, chunk.file.size - begin  # the chunk's and file's end
     with _opened(chunk.file.uri) as read_at:
-        data, short = _read_lines(read_at, begin, stop, size - begin)
-    first = _find_lf(data, 0, stop) + 1 if chunk.start > 0 else 0
-    if chunk.start > 0 and not first:  # no line starts in the chunk
-        first = len(data)
+        data = read_at(begin, min(stop + _WINDOW, rest))
+        first = _find_lf(data, 0, stop) + 1 if chunk.start > 0 else 0
+        if chunk.start > 0 and not first:  # inside a long line: the rest of it is not read
+            first, short = len(data), len(data) < min(stop, rest)
+        else:
+            data, short = _to_line_end(read_at, data, begin, stop, rest)
     if short:
         last = max(_rfind_lf(data, first) + 1, first)  # a line cut short is not a line
         raise FileShrank(chunk.file, begin + len(data), memoryview(data)[first:last])
-    end = len(data) if chunk.end == size else _find_lf(data, stop - 1, len(data)) + 1
+    end = len(data) if stop == rest else _find_lf(data, stop - 1, len(data)) + 1
     return memoryview(data)[first : end or len(data)]
 
 
@@ -160,15 +161,15 @@ def _pread(fd: int, offset: int, n: int) -> np.ndarray:
     return out[:done]
 
 
-def _read_lines(read_at: ReadAt, begin: int, stop: int, rest: int) -> tuple[np.ndarray, bool]:
-    """The bytes from `begin` to the end of the line holding byte stop - 1 (or to the end of
-    the file, `rest` bytes on when listed), and whether the file ended before that: it is
-    shorter than when it was listed."""
-    want = min(stop + _WINDOW, rest)
-    parts = [read_at(begin, want)]
-    done = len(parts[0])
-    ended = done < want
-    found = stop >= rest or _find_lf(parts[0], stop - 1, done) >= 0
+def _to_line_end(
+    read_at: ReadAt, data: np.ndarray, begin: int, stop: int, rest: int
+) -> tuple[np.ndarray, bool]:
+    """`data`, read from `begin`, read on to the end of the line holding byte stop - 1 (or to
+    the end of the file, `rest` bytes on when listed), and whether the file ended before
+    that: it is shorter than when it was listed."""
+    parts, done = [data], len(data)
+    ended = done < min(stop + _WINDOW, rest)
+    found = stop >= rest or _find_lf(data, stop - 1, done) >= 0
     while not (found or ended or done == rest):  # a line longer than the window
         want = min(max(done, _WINDOW), rest - done)
         parts.append(read_at(begin + done, want))
