@@ -46,6 +46,7 @@ from serve.protocol import (
     json_bytes,
 )
 from serve.rag_service import RAGService
+from serve.retry import IDEMPOTENT_ATTEMPTS, call_deployment
 
 logger = logging.getLogger("ray.serve")
 app = FastAPI(title="Refinery", docs_url=None, redoc_url=None)
@@ -200,7 +201,7 @@ class Ingress:
         return self._json({"results": hits})
 
     async def _embed_texts(self, texts: list[str]) -> np.ndarray:
-        return await self._call(self.embedder.embed.remote(texts))
+        return await self._call(lambda: self.embedder.embed.remote(texts), idempotent=True)
 
     async def _index_search(
         self, vectors: np.ndarray, k: int, payload_filter: dict | None
@@ -214,7 +215,9 @@ class Ingress:
     ) -> list[list[HitDict]]:
         if payload_filter is None and self._coalescer is not None:
             return await self._coalescer.submit((vectors, k))
-        return await self._call(self.index.search.remote(vectors, k, payload_filter))
+        return await self._call(
+            lambda: self.index.search.remote(vectors, k, payload_filter), idempotent=True
+        )
 
     async def _search_many(
         self, queries: list[tuple[np.ndarray, int]]
@@ -222,7 +225,9 @@ class Ingress:
         """Several requests' unfiltered queries in one index call, split back per request."""
         matrix = np.concatenate([vectors for vectors, _ in queries])
         k_max = max(k for _, k in queries)
-        hits = await self._call(self.index.search.remote(matrix, k_max, None))
+        hits = await self._call(
+            lambda: self.index.search.remote(matrix, k_max, None), idempotent=True
+        )
         answers, start = [], 0
         for vectors, k in queries:
             answers.append([row[:k] for row in hits[start : start + len(vectors)]])
@@ -237,7 +242,7 @@ class Ingress:
             raise bad_request("item ids must be unique within one request")
         vectors = await self._item_vectors(body)
         payloads = [item.payload for item in body.items]
-        count = await self._call(self.index.upsert.remote(ids, vectors, payloads))
+        count = await self._call(lambda: self.index.upsert.remote(ids, vectors, payloads))
         return UpdateResponse(upserted=len(ids), count=count)
 
     async def _item_vectors(self, body: UpsertRequest) -> np.ndarray:
@@ -256,9 +261,8 @@ class Ingress:
     async def _delete(self, body: DeleteRequest) -> UpdateResponse:
         self._require("index")
         self._check_items(len(body.ids), "ids")
-        deleted, count = await self._call(
-            self.index.delete.remote(np.array(body.ids, dtype=np.int64))
-        )
+        ids = np.array(body.ids, dtype=np.int64)
+        deleted, count = await self._call(lambda: self.index.delete.remote(ids))
         return UpdateResponse(deleted=deleted, count=count)
 
     async def _models(self) -> Response:
@@ -324,12 +328,12 @@ class Ingress:
 
     async def _index_describe(self) -> dict[str, Any]:
         if self._index_info is None:
-            self._index_info = await self._call(self.index.describe.remote())
+            self._index_info = await self._call(self.index.describe.remote, idempotent=True)
         return self._index_info
 
     async def _embedder_describe(self) -> dict[str, Any]:
         if self._embedder_info is None:
-            self._embedder_info = await self._call(self.embedder.describe.remote())
+            self._embedder_info = await self._call(self.embedder.describe.remote, idempotent=True)
         return self._embedder_info
 
     async def _handle(
@@ -376,14 +380,11 @@ class Ingress:
         headers = {"X-Refinery-Version": self.cfg.version, "Cache-Control": "no-cache"}
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
-    async def _call(self, response: Any) -> Any:
-        try:
-            return await asyncio.wait_for(response, self.cfg.limits.timeout_s)
-        except TimeoutError:
-            response.cancel()
-            raise APIError(
-                504, "timeout_error", f"no answer within {self.cfg.limits.timeout_s:g} s"
-            ) from None
+    async def _call(self, send: Callable[[], Any], idempotent: bool = False) -> Any:
+        """A downstream call under the timeout; `idempotent`: tried again on another replica
+        when its replica dies (serve/retry.py)."""
+        attempts = IDEMPOTENT_ATTEMPTS if idempotent else 1
+        return await call_deployment(send, self.cfg.limits.timeout_s, attempts)
 
     def _error(self, error: APIError) -> Response:
         return self._json(error.body(), status=error.status)
