@@ -111,9 +111,10 @@ def parse_buffer(
 
 def _too_long(line: bytes | memoryview, file: str, number: int, max_line: int) -> Quarantined:
     head = bytes(line[:RAW_PREFIX_BYTES]).decode("utf-8", errors="replace")
+    # No length: the reader stops a little past the limit, not at the line's end.
     detail = (
-        f"{len(line)} bytes, over the limit of {max_line} (max_line_bytes); "
-        f"raw holds the first {min(len(line), RAW_PREFIX_BYTES)}"
+        f"over the limit of {max_line} bytes (max_line_bytes); "
+        f"raw holds its first {min(len(line), RAW_PREFIX_BYTES)}"
     )
     return Quarantined(file, number, "line_too_long", detail, head)
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow.fs as pafs
 
+from pipelines.logs.schema import MAX_LINE_BYTES
 from refinery.storage import is_uri, resolve
 
 LOG_SUFFIXES = (".jsonl", ".ndjson", ".json", ".log")
@@ -110,8 +111,10 @@ class FileShrank(OSError):
         self.data = data
 
 
-def read_chunk(chunk: Chunk) -> memoryview:
-    """The bytes of the lines that start in [start, end), the last one complete."""
+def read_chunk(chunk: Chunk, max_line: int = MAX_LINE_BYTES) -> memoryview:
+    """The bytes of the lines that start in [start, end), the last one complete unless it
+    runs more than `max_line` bytes past `end`: then it ends there, with a LF added, long
+    enough to be quarantined (line_too_long) without holding all of it."""
     # Read one byte early: if it is a newline, the first line starts exactly at `start`.
     begin = max(chunk.start - 1, 0)
     stop, rest = chunk.end - begin, chunk.file.size - begin  # the chunk's and file's end
@@ -121,7 +124,7 @@ def read_chunk(chunk: Chunk) -> memoryview:
         if chunk.start > 0 and not first:  # inside a long line: the rest of it is not read
             first, short = len(data), len(data) < min(stop, rest)
         else:
-            data, short = _to_line_end(read_at, data, begin, stop, rest)
+            data, short = _to_line_end(read_at, data, begin, stop, rest, max_line)
     if short:
         last = max(_rfind_lf(data, first) + 1, first)  # a line cut short is not a line
         raise FileShrank(chunk.file, begin + len(data), memoryview(data)[first:last])
@@ -162,21 +165,25 @@ def _pread(fd: int, offset: int, n: int) -> np.ndarray:
 
 
 def _to_line_end(
-    read_at: ReadAt, data: np.ndarray, begin: int, stop: int, rest: int
+    read_at: ReadAt, data: np.ndarray, begin: int, stop: int, rest: int, max_line: int
 ) -> tuple[np.ndarray, bool]:
     """`data`, read from `begin`, read on to the end of the line holding byte stop - 1 (or to
     the end of the file, `rest` bytes on when listed), and whether the file ended before
-    that: it is shorter than when it was listed."""
+    that: it is shorter than when it was listed. A line that goes on past stop + max_line + 1
+    is cut there and given a LF: it is over the limit wherever it started."""
+    cut = stop + max_line + 1
     parts, done = [data], len(data)
     ended = done < min(stop + _WINDOW, rest)
-    found = stop >= rest or _find_lf(data, stop - 1, done) >= 0
-    while not (found or ended or done == rest):  # a line longer than the window
-        want = min(max(done, _WINDOW), rest - done)
+    found = stop >= rest or _find_lf(data, stop - 1, min(done, cut)) >= 0
+    while not (found or ended or done == rest or done >= cut):  # a line past the window
+        want = min(max(done, _WINDOW), rest - done, cut - done)
         parts.append(read_at(begin + done, want))
         done += len(parts[-1])
         ended = len(parts[-1]) < want
         found = _find_lf(parts[-1], 0, len(parts[-1])) >= 0
     data = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    if not found and done >= cut and cut < rest:
+        return np.concatenate([data[:cut], np.array([_LF], np.uint8)]), False
     return data, len(data) < rest and not (found and stop < rest)
 
 

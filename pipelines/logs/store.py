@@ -214,7 +214,7 @@ def parse_chunk(chunk: Chunk, max_line_bytes: int) -> Parsed:
     failing the job; the lines read before are kept."""
     path = chunk.file.path
     try:
-        data = read_chunk(chunk)
+        data = read_chunk(chunk, max_line_bytes)
     except FileShrank as short:
         parsed = parse_buffer(short.data, path, max_line=max_line_bytes)
         parsed.quarantined.append(Quarantined(path, parsed.lines + 1, FILE_SHRANK, str(short), ""))

@@ -13,7 +13,7 @@ import pytest
 from pipelines.logs.prices import load_prices
 from pipelines.logs.ray_engine import RayLogStore
 from pipelines.logs.schema import MAX_LINE_BYTES
-from pipelines.logs.sources import list_files
+from pipelines.logs.sources import list_files, plan_chunks, read_chunk
 from pipelines.logs.store import ArrowLogStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,10 +25,10 @@ def write_lines(path: Path, n: int) -> list[bytes]:
     return lines
 
 
-def stores(files, chunk_bytes: int):
+def stores(files, chunk_bytes: int, max_line: int = MAX_LINE_BYTES):
     prices = load_prices(None)
-    yield ArrowLogStore(files, prices, chunk_bytes, MAX_LINE_BYTES)
-    yield RayLogStore(files, prices, chunk_bytes, MAX_LINE_BYTES)
+    yield ArrowLogStore(files, prices, chunk_bytes, max_line)
+    yield RayLogStore(files, prices, chunk_bytes, max_line)
 
 
 @pytest.mark.parametrize("chunk_bytes", [100, 1 << 20])
@@ -58,6 +58,22 @@ def test_file_removed_after_listing(ray_session, tmp_path: Path) -> None:
         assert [(q.file, q.line, q.reason) for q in store.quarantine] == [
             (str(tmp_path / "a.jsonl"), 1, "unreadable")
         ]
+
+
+def test_a_line_past_the_limit_is_not_read_whole(ray_session, tmp_path: Path) -> None:
+    """A chunk holds at most the limit's worth of a long line past its end, and the line is
+    quarantined where it is, the lines after it kept, however many chunks it spans."""
+    path = tmp_path / "big.jsonl"
+    long = json.dumps({"model": "m", "blob": "x" * 300_000})
+    path.write_text(f'{{"model": "a"}}\n{long}\n{{"model": "b"}}\n{{"model": "c"}}\n')
+    files = list_files(path)
+    for chunk_bytes in (100, 1 << 20):
+        chunks = plan_chunks(files, chunk_bytes)
+        assert max(len(read_chunk(c, max_line=1000)) for c in chunks) <= chunk_bytes + 1003
+        for store in stores(files, chunk_bytes, max_line=1000):
+            assert store.scan.rows == 3 and store.scan.lines == 4
+            assert [(q.line, q.reason) for q in store.quarantine] == [(2, "line_too_long")]
+            assert long.startswith(store.quarantine[0].raw)
 
 
 def test_a_chunk_stays_readable_when_its_file_shrinks(tmp_path: Path) -> None:
