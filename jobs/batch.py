@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from refinery.config import CONFIG_DIR, ConfigError, JobConfig, load_job_config
-from refinery.ray_runtime import init_ray
+from refinery.ray_runtime import cluster_summary, init_ray
 from refinery.runstats import RunStats
 from refinery.tracking import Tracker, tracked_run
 
@@ -84,6 +84,7 @@ def run_batch_job(job: BatchJob, cfg: JobConfig) -> RunStats:
         job.name, runtime.tracking, runtime.storage, cfg.model_dump(mode="json")
     ) as tracker:
         stats = RunStats(job.name, run_id=tracker.run_id)
+        stats.extra["cluster"] = cluster_summary()
         try:
             runner(cfg, stats, tracker)
             stats.status = "FINISHED"

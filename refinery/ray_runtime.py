@@ -34,6 +34,15 @@ def init_ray(cfg: RayConfig, **overrides: Any) -> None:
     ray.init(**kwargs)
 
 
+def cluster_summary() -> dict[str, Any]:
+    """Alive nodes and total CPUs of the joined cluster, for a run's stats."""
+    import ray
+
+    alive = [node for node in ray.nodes() if node["Alive"]]
+    cpus = sum(node["Resources"].get("CPU", 0) for node in alive)
+    return {"nodes": len(alive), "cpus": cpus}
+
+
 def without_reservation(ds: Dataset) -> Dataset:
     """`ds`, and every dataset derived from it, run without Ray Data's per-operator resource
     reservation; the global DataContext is left alone.
