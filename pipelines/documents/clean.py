@@ -20,8 +20,9 @@ import pyarrow.compute as pc
 
 from pipelines.documents.config import ReadConfig
 from pipelines.documents.ids import repeated_rows, row_keys
-from pipelines.documents.read import RAW_CHARS, SCHEMA, InputFile, read_batch
+from pipelines.documents.read import RAW_CHARS, SCHEMA, read_batch
 from pipelines.documents.steps import DatasetStep, Doc, DocBatch, DocStep, RunContext
+from refinery.inputs import InputFile
 from refinery.ray_runtime import without_reservation
 from refinery.runstats import StepStats
 from refinery.storage import write_text

@@ -12,9 +12,9 @@ from pipelines.documents.dedup import ExactDedup, MinHashDedup
 from pipelines.documents.embed import Embed
 from pipelines.documents.filters import GopherQuality, LengthFilter, RepetitionFilter
 from pipelines.documents.formatters import HtmlToText, Normalize
-from pipelines.documents.read import list_files
 from pipelines.documents.steps import DatasetStep, DocStep, RunContext, Step
 from refinery.config import ConfigError
+from refinery.inputs import list_input_files
 
 if TYPE_CHECKING:
     from ray.data import Dataset
@@ -58,7 +58,7 @@ def split_steps(steps: Sequence[Step]) -> tuple[list[DocStep], list[DatasetStep]
 def run_pipeline(source: str, read: ReadConfig, steps: Sequence[Step], ctx: RunContext) -> Dataset:
     """Read `source` and run the steps; the result is materialised."""
     doc_steps, dataset_steps = split_steps(steps)
-    files = list_files(source)
+    files = list_input_files(source)
     if not files:
         raise FileNotFoundError(f"input {source!r}: no files")
     ds = read_and_clean(files, read, doc_steps, ctx, annotators=dataset_steps)

@@ -10,11 +10,9 @@ some codecs produce) would otherwise fail the whole block when it becomes a tabl
 from __future__ import annotations
 
 import codecs
-import fnmatch
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -22,7 +20,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipelines.documents.config import ReadConfig
-from refinery.storage import is_uri, resolve
+from refinery.storage import resolve
 
 SCHEMA = pa.schema(
     [
@@ -50,7 +48,6 @@ RECORD_FORMATS = {
     "markdown": "markdown", "md": "markdown", "text/markdown": "markdown",
 }  # fmt: skip
 COMPRESSED = {"gz", "bz2", "zst", "lz4"}
-_GLOB = re.compile(r"[*?\[]")
 _BOMS = [
     (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
     (codecs.BOM_UTF8, "utf-8-sig"),
@@ -61,36 +58,6 @@ RAW_CHARS = 500
 READ_CHUNK = 1 << 22  # bytes per read call, so a size limit stops a stream early
 # The string columns of a document row, checked before the row becomes Arrow.
 _STRINGS = ("id", "text", "source", "metadata")
-
-
-@dataclass(frozen=True, order=True)
-class InputFile:
-    path: str  # as a URI, or a local path
-    size: int  # bytes (0 where the filesystem does not say)
-
-
-def list_files(path: str) -> list[InputFile]:
-    """Every file under a directory, matching a glob, or the one file; sorted by path."""
-    fs, inner = resolve(path)
-    prefix = path.split("://", 1)[0] + "://" if is_uri(path) else ""
-    match = _GLOB.search(inner)
-    base = inner[: inner.rfind("/", 0, match.start())] if match else inner
-    info = fs.get_file_info(base)
-    if info.type == pafs.FileType.NotFound:
-        raise FileNotFoundError(f"input {path!r}: not found")
-    if info.type == pafs.FileType.File:
-        infos = [info]
-    else:
-        selector = pafs.FileSelector(base, recursive=True)
-        infos = [f for f in fs.get_file_info(selector) if f.type == pafs.FileType.File]
-    if match:
-        infos = [f for f in infos if fnmatch.fnmatch(f.path, inner)]
-    visible = [f for f in infos if not _hidden(f.path[len(base) :])]
-    return sorted(InputFile(prefix + f.path, f.size or 0) for f in visible)
-
-
-def _hidden(relative: str) -> bool:
-    return any(part.startswith(".") for part in relative.split("/"))
 
 
 def file_format(path: str) -> str | None:

@@ -1,4 +1,4 @@
-"""Input files (path, glob, directory or URI) and their split into line-aligned byte chunks.
+"""Log files (listed by refinery/inputs.py) and their split into line-aligned byte chunks.
 
 A chunk owns the lines that start inside its byte range, so chunks of one file can be parsed
 in any order, by any process, and every line is parsed exactly once. Chunks are read, not
@@ -9,8 +9,6 @@ process with SIGBUS, where a read comes back short and says so (FileShrank).
 from __future__ import annotations
 
 import errno
-import fnmatch
-import glob
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
@@ -21,10 +19,10 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from pipelines.logs.schema import MAX_LINE_BYTES
-from refinery.storage import is_uri, resolve
+from refinery.inputs import Source, list_input_files
+from refinery.storage import resolve
 
 LOG_SUFFIXES = (".jsonl", ".ndjson", ".json", ".log")
-Source = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 _WINDOW = 1 << 16  # bytes read past a chunk's end for its last line, or searched at a time
 _LF = 10
 
@@ -45,49 +43,12 @@ class Chunk:
 
 
 def list_files(source: Source) -> list[LogFile]:
-    """Every file named by `source`, sorted; an error if there is none."""
-    items = [source] if isinstance(source, str | os.PathLike) else list(source)
-    files: list[LogFile] = []
-    for item in items:
-        files.extend(_expand(str(item)))
+    """Every log file named by `source` (refinery/inputs.py: the listing every job shares;
+    under a directory, names ending in LOG_SUFFIXES), sorted; an error if there is none."""
+    files = list_input_files(source, LOG_SUFFIXES)
     if not files:
         raise FileNotFoundError(f"no log files found for {source!r}")
-    return files
-
-
-def _expand(path: str) -> list[LogFile]:
-    fs, inner = resolve(path)
-    prefix = path.split("://", 1)[0] + "://" if is_uri(path) else ""
-    if glob.has_magic(inner):
-        parent = inner
-        while glob.has_magic(parent):
-            parent = parent.rsplit("/", 1)[0]
-        infos = fs.get_file_info(pafs.FileSelector(parent, recursive=True))
-        # A directory named like a log is listed too, so that reading it reports it.
-        found = [i for i in infos if _glob_match(i.path, inner) and _is_log(i)]
-    else:
-        info = fs.get_file_info(inner)
-        if info.type == pafs.FileType.NotFound:
-            raise FileNotFoundError(f"{path}: no such file or directory")
-        if info.type == pafs.FileType.Directory:
-            infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True))
-            found = [i for i in infos if i.is_file and i.path.endswith(LOG_SUFFIXES)]
-        else:
-            found = [info]
-    return [
-        LogFile(prefix + i.path if prefix else i.path, prefix + i.path, i.size or 0)
-        for i in sorted(found, key=lambda i: i.path)
-    ]
-
-
-def _is_log(info: pafs.FileInfo) -> bool:
-    return info.is_file or info.path.endswith(LOG_SUFFIXES)
-
-
-def _glob_match(path: str, pattern: str) -> bool:
-    """fnmatch's * also matches '/': keep the depth of the pattern unless it has **."""
-    same_depth = path.count("/") == pattern.count("/") or "**" in pattern
-    return same_depth and fnmatch.fnmatch(path, pattern)
+    return [LogFile(f.path, f.path, f.size) for f in files]
 
 
 def plan_chunks(files: Sequence[LogFile], chunk_bytes: int) -> list[Chunk]:

@@ -15,8 +15,9 @@ from docs_corpus import prose
 
 from jobs.batch import BATCH_JOBS, load_batch_config, run_batch_job
 from pipelines.documents import pipeline
-from pipelines.documents.read import RAW_CHARS, InputFile
+from pipelines.documents.read import RAW_CHARS
 from refinery.config import RuntimeConfig
+from refinery.inputs import InputFile
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -134,7 +135,7 @@ def bad_input_corpus(root: Path) -> Corpus:
 def vanish_after_listing(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
     """Between the driver's listing and the read tasks: one file deleted, one replaced by a
     directory (a path no one can read, root included)."""
-    listed = pipeline.list_files
+    listed = pipeline.list_input_files
 
     def list_then_vanish(source: str) -> list[InputFile]:
         files = listed(source)
@@ -143,7 +144,7 @@ def vanish_after_listing(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
         (root / "dir.jsonl").mkdir()
         return files
 
-    monkeypatch.setattr(pipeline, "list_files", list_then_vanish)
+    monkeypatch.setattr(pipeline, "list_input_files", list_then_vanish)
 
 
 def run_docs(corpus: Path, output: Path, runtime: RuntimeConfig):

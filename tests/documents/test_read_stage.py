@@ -11,9 +11,10 @@ from pipelines.documents.config import ExactDedupConfig, LengthFilterConfig, Min
 from pipelines.documents.dedup import BANDS, HASH, SHINGLES, ExactDedup, MinHashDedup
 from pipelines.documents.filters import LengthFilter
 from pipelines.documents.minhash import shingle_hashes
-from pipelines.documents.read import InputFile, quarantine
+from pipelines.documents.read import quarantine
 from pipelines.documents.steps import DocBatch
 from pipelines.documents.text import content_hash, token_hashes
+from refinery.inputs import InputFile
 
 LONG = "Every kept document gets a hash and band keys computed next to its text. " * 3
 

@@ -35,7 +35,7 @@ from pipelines.documents.minhash import (
     signatures,
 )
 from pipelines.documents.pipeline import build_steps, split_steps
-from pipelines.documents.read import InputFile, decode, list_files, read_file
+from pipelines.documents.read import decode, read_file
 from pipelines.documents.text import content_hash, jaccard, normalize, shingles, token_hashes
 from refinery.config import ConfigError, load_job_config
 from refinery.embedding import resolve_model_path
@@ -249,24 +249,6 @@ def test_decode_order() -> None:
     assert decode("é".encode("utf-8-sig"), ["latin-1"]) == "é"
     assert decode(b"\xff\xfe", ["utf-8"]) == ""
     assert decode(b"\xe9", ["utf-8"]) is None
-
-
-def test_list_files_directory_glob_and_missing(tmp_path) -> None:
-    for name in ("a.jsonl", "sub/b.jsonl", "sub/c.html", ".hidden/d.jsonl"):
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text("{}")
-    (tmp_path / "a.jsonl").write_text("{}\n{}")
-
-    def paths(source: str) -> list[str]:
-        return [f.path for f in list_files(source)]
-
-    assert paths(str(tmp_path)) == [
-        str(tmp_path / "a.jsonl"), str(tmp_path / "sub/b.jsonl"), str(tmp_path / "sub/c.html")
-    ]  # fmt: skip
-    assert paths(str(tmp_path / "sub" / "*.html")) == [str(tmp_path / "sub/c.html")]
-    assert list_files(f"file://{tmp_path}/a.jsonl") == [InputFile(str(tmp_path / "a.jsonl"), 5)]
-    with pytest.raises(FileNotFoundError):
-        list_files(str(tmp_path / "nope"))
 
 
 def test_windows_cover_with_overlap() -> None:
