@@ -39,7 +39,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def ray_session() -> Iterator[None]:
     import ray
 
-    ray.init(num_cpus=TEST_RAY_CPUS, include_dashboard=False, namespace="refinery-tests")
+    # address="local": a Ray of its own, never a cluster already running on this machine
+    # (which ray.init would otherwise join, and refuse num_cpus for).
+    ray.init(
+        address="local",
+        num_cpus=TEST_RAY_CPUS,
+        include_dashboard=False,
+        namespace="refinery-tests",
+    )
     yield
     ray.shutdown()
 
