@@ -10,7 +10,10 @@ import importlib
 # its heavy dependencies inside main().
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "index": ("bench.index", "vectorindex against FAISS, hnswlib and NumPy"),
-    "logs": ("bench.logs", "LogStore engines against pure Python, DuckDB and Polars"),
+    "logs": (
+        "bench.logs",
+        "LogStore engines against pure Python, DuckDB and Polars; load with and without bad lines",
+    ),
     "docs": ("bench.docs", "document pipeline against a single-process datasketch loop"),
     "serve": ("bench.serve", "Serve /v1/search against a do-nothing endpoint and FastAPI+FAISS"),
 }
