@@ -1,5 +1,6 @@
 """The HTTP ingress: a thin FastAPI router over the deployments. Each handler checks the caller
-(key, rate, body size), validates the typed request, calls a deployment with a timeout, and
+(key, rate, body size), validates the typed request, calls a deployment with a timeout (a search
+or an embedding goes again on another replica when its replica dies: serve/retry.py), and
 answers JSON (or SSE) with the serving version in X-Refinery-Version.
 
 The OpenAI endpoints forward to the LLMDeployment (serve/openai_api.py); /v1/rag chains the
