@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from refinery.manifest import Manifest
+
 SEED = 0
 
 
@@ -50,16 +52,15 @@ def ensure_snapshot(root: Path, n: int, d: int) -> Path:
     index.add_with_ids(vectors, ids)
     index.save(str(index_dir / "index.bin"))
     np.save(root / "vectors.npy", vectors)
-    manifest = {
-        "model": None,
-        "dimension": d,
-        "metric": "ip",
-        "count": n,
-        "index": str(index_dir / "index.bin"),
-        "documents": str(root / "documents"),
-    }
-    # The manifest last: its presence marks a complete snapshot.
-    (index_dir / "manifest.json").write_text(json.dumps(manifest))
+    manifest = Manifest(
+        model=None,
+        dimension=d,
+        metric="ip",
+        count=n,
+        index=str(index_dir / "index.bin"),
+        documents=str(root / "documents"),
+    )
+    manifest.write(str(index_dir))  # last: its presence marks a complete snapshot
     return index_dir
 
 

@@ -1,13 +1,13 @@
 """An index snapshot as the document pipeline writes it (DIR/index/), loaded for serving.
 
-manifest.json names the model, dimension, metric and the Parquet documents; the index file
+The manifest (refinery/manifest.py) names the model, dimension, metric and the Parquet
+documents, and is checked against the index file at load; the index file
 holds the vectors by `index_id`; the documents give each id its payload (text, source, ...).
 Search logic lives here, apart from Ray Serve, so it is testable without a cluster.
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -19,44 +19,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
-from refinery.storage import read_text, resolve
+from refinery.manifest import Manifest, SnapshotError
+from refinery.storage import resolve
 from serve.errors import SchemaMismatch
 from serve.protocol import HitDict, PayloadFilter
-
-
-class SnapshotError(ValueError):
-    """A snapshot that cannot be served; the message names the file."""
-
-
-@dataclass
-class Manifest:
-    model: str | None
-    dimension: int
-    metric: str
-    count: int
-    index: str
-    documents: str
-
-    @classmethod
-    def read(cls, snapshot_dir: str) -> Manifest:
-        path = f"{snapshot_dir.rstrip('/')}/manifest.json"
-        try:
-            data = json.loads(read_text(path))
-        except (OSError, json.JSONDecodeError) as error:
-            raise SnapshotError(f"{path}: cannot read manifest: {error}") from None
-        missing = [
-            key for key in ("dimension", "metric", "index", "documents") if not data.get(key)
-        ]
-        if missing:
-            raise SnapshotError(f"{path}: manifest lacks {', '.join(missing)}")
-        return cls(
-            data.get("model"),
-            int(data["dimension"]),
-            data["metric"],
-            int(data.get("count", 0)),
-            data["index"],
-            data["documents"],
-        )
 
 
 @dataclass(frozen=True)
@@ -93,6 +59,7 @@ class Snapshot:
         self.path = snapshot_dir
         self.manifest = Manifest.read(snapshot_dir)
         self.index = _load_index(self.manifest.index)
+        self.manifest.check_index(self.index.d, self.index.metric)
         table = _load_payload_table(self.manifest.documents)
         # Payloads stay in Arrow; hits look up their rows, so loading builds no Python dicts.
         self.rows = _Rows.of(table, np.ones(table.num_rows, dtype=bool))

@@ -4,7 +4,6 @@ and the Qdrant upsert when configured."""
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,8 +16,9 @@ import pyarrow.fs as pafs
 from pipelines.documents import qdrant
 from pipelines.documents.config import WriteConfig
 from pipelines.documents.steps import RunContext
+from refinery.manifest import Manifest
 from refinery.qdrant import connect
-from refinery.storage import resolve, write_text
+from refinery.storage import resolve
 
 if TYPE_CHECKING:
     from ray.data import Dataset
@@ -84,14 +84,6 @@ class IndexWriter:
                             destination_filesystem=fs)  # fmt: skip
 
 
-def vectorindex_available() -> bool:
-    try:
-        import vectorindex
-    except ImportError:
-        return False
-    return hasattr(vectorindex, "IndexFlatIP")
-
-
 def write_outputs(ds: Dataset, cfg: WriteConfig, ctx: RunContext) -> dict[str, Any]:
     """Write everything; returns the output paths and the manifest."""
     out = ctx.output.rstrip("/")
@@ -103,7 +95,7 @@ def write_outputs(ds: Dataset, cfg: WriteConfig, ctx: RunContext) -> dict[str, A
         rows.write_parquet(documents)
         has_vectors = "vector" in rows.schema().names
         dim = _dimension(rows) if has_vectors else None
-        index = IndexWriter(dim) if has_vectors and cfg.index and vectorindex_available() else None
+        index = IndexWriter(dim) if has_vectors and cfg.index else None
         client = None
         if has_vectors and ctx.runtime.qdrant.enabled:
             client = connect(ctx.runtime.qdrant, ctx.runtime.storage.root)
@@ -127,20 +119,19 @@ def write_outputs(ds: Dataset, cfg: WriteConfig, ctx: RunContext) -> dict[str, A
         index_path = f"{out}/index/index.bin" if index is not None else None
         if index is not None:
             index.save(index_path)
-        manifest = {
-            "model": ctx.runtime.embedding.model if has_vectors else None,
-            "dimension": dim,
-            "metric": cfg.metric,
-            "count": step.rows_in,
-            "corpus_fingerprint": fingerprint.hexdigest(),
-            "created_at": datetime.now(UTC).isoformat(),
-            "index": index_path,
-            "documents": documents,
-        }
-        write_text(f"{out}/index/manifest.json", json.dumps(manifest, indent=2) + "\n")
+        manifest = Manifest(
+            model=ctx.runtime.embedding.model if has_vectors else None,
+            dimension=dim,
+            metric=cfg.metric,
+            count=step.rows_in,
+            corpus_fingerprint=fingerprint.hexdigest(),
+            created_at=datetime.now(UTC).isoformat(),
+            index=index_path,
+            documents=documents,
+        ).write(f"{out}/index")
     return {
         "documents": documents,
-        "manifest": f"{out}/index/manifest.json",
+        "manifest": manifest,
         "index": index_path,
         "qdrant": {"collection": ctx.runtime.qdrant.collection, "points": upserted}
         if client is not None

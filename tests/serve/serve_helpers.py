@@ -3,7 +3,6 @@ snapshot, and HTTP helpers."""
 
 from __future__ import annotations
 
-import json
 import socket
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pyarrow.parquet as pq
 
 from refinery.config import EmbeddingConfig
 from refinery.embedding import load_embedder
+from refinery.manifest import Manifest
 
 APP = "refinery-test"
 MODEL_ID = "tiny-test"
@@ -61,15 +61,14 @@ def write_snapshot(
     index = vectorindex.IndexFlatIP(vectors.shape[1])
     index.add_with_ids(vectors, ids)
     index.save(str(root / "index" / "index.bin"))
-    manifest = {
-        "model": "all-MiniLM-L6-v2",
-        "dimension": int(vectors.shape[1]),
-        "metric": "ip",
-        "count": len(DOCS),
-        "index": str(root / "index" / "index.bin"),
-        "documents": str(root / "documents"),
-    }
-    (root / "index" / "manifest.json").write_text(json.dumps(manifest))
+    Manifest(
+        model="all-MiniLM-L6-v2",
+        dimension=int(vectors.shape[1]),
+        metric="ip",
+        count=len(DOCS),
+        index=str(root / "index" / "index.bin"),
+        documents=str(root / "documents"),
+    ).write(str(root / "index"))
     return root / "index", vectors
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import vectorindex
+from refinery.manifest import Manifest
 from serve.errors import SchemaMismatch
 from serve.snapshot import Snapshot, SnapshotError
 
@@ -36,13 +36,14 @@ def write(root: Path, document_ids: np.ndarray, extra: dict | None = None) -> Pa
     index = vectorindex.IndexFlatIP(4)
     index.add_with_ids(VECTORS, IDS)
     index.save(str(root / "index" / "index.bin"))
-    manifest = {
-        "dimension": 4,
-        "metric": "ip",
-        "index": str(root / "index" / "index.bin"),
-        "documents": str(root / "documents"),
-    }
-    (root / "index" / "manifest.json").write_text(json.dumps(manifest))
+    Manifest(
+        model=None,
+        dimension=4,
+        metric="ip",
+        count=len(document_ids),
+        index=str(root / "index" / "index.bin"),
+        documents=str(root / "documents"),
+    ).write(str(root / "index"))
     return root / "index"
 
 
@@ -202,3 +203,11 @@ def test_filtered_searches_racing_updates_see_whole_states(tmp_path: Path) -> No
         done.set()
         reader.join()
     assert errors == []
+
+
+def test_an_index_file_that_contradicts_its_manifest_is_refused(tmp_path: Path) -> None:
+    snapshot_dir = write(tmp_path, IDS)
+    manifest = Manifest.read(str(snapshot_dir))
+    Manifest(**{**manifest.__dict__, "dimension": 8}).write(str(snapshot_dir))
+    with pytest.raises(SnapshotError, match="index has dimension 4 .* the manifest says 8"):
+        Snapshot(str(snapshot_dir))
