@@ -29,6 +29,7 @@ class Manifest:
     documents: str  # the Parquet documents that give each index id its payload
     corpus_fingerprint: str | None = None
     created_at: str | None = None
+    version: str | None = None  # the folder name of a versioned snapshot (documents, index)
     format: int = FORMAT
 
     def write(self, snapshot_dir: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -25,10 +27,25 @@ def ensure_dir(path: str) -> None:
 
 
 def write_text(path: str, text: str) -> None:
+    """Replace the file whole: a reader sees the old text or the new, never a part (local files:
+    a synced temporary file renamed over it; object stores: one PUT is atomic already)."""
     fs, inner = resolve(path)
-    fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(inner) as out:
-        out.write(text.encode("utf-8"))
+    parent = inner.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    if not isinstance(fs, pafs.LocalFileSystem):
+        with fs.open_output_stream(inner) as out:
+            out.write(text.encode("utf-8"))
+        return
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(text.encode("utf-8"))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, inner)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def read_text(path: str) -> str:

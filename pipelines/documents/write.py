@@ -1,9 +1,17 @@
 """Write: Parquet under DIR/documents/, the index snapshot and manifest under DIR/index/,
-and the Qdrant upsert when configured."""
+and the Qdrant upsert when configured.
+
+A run writes a new version beside the served one (DIR/documents/VERSION/,
+DIR/index/VERSION/index.bin and its manifest) and publishes it by replacing
+DIR/index/manifest.json, which names the version's files, in one atomic write. A run that
+fails or is interrupted before that leaves the published snapshot whole: never new documents
+with an old index. Other versions are removed once the new one is published.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import secrets
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +24,7 @@ import pyarrow.fs as pafs
 from pipelines.documents import qdrant
 from pipelines.documents.config import WriteConfig
 from pipelines.documents.steps import RunContext
-from refinery.manifest import Manifest
+from refinery.manifest import MANIFEST_FILE, Manifest
 from refinery.qdrant import connect
 from refinery.storage import resolve
 
@@ -34,11 +42,23 @@ def _add_index_id(table: pa.Table) -> pa.Table:
     return table.append_column("index_id", pa.array(ids, pa.int64()))
 
 
-def _clear(path: str) -> None:
-    """Empty the folder first: Ray names its files at random, so old ones would stay."""
-    fs, inner = resolve(path)
-    if fs.get_file_info(inner).type == pafs.FileType.Directory:
-        fs.delete_dir_contents(inner)
+def new_version() -> str:
+    """Sorts by time; the random part keeps two runs in one second apart."""
+    return f"v{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+def remove_other_versions(folder: str, version: str) -> None:
+    """Everything in `folder` but `version` and the published manifest: older versions, runs
+    that never published, files of the unversioned layout."""
+    fs, inner = resolve(folder)
+    for entry in fs.get_file_info(pafs.FileSelector(inner, allow_not_found=True)):
+        name = entry.path.rsplit("/", 1)[-1]
+        if name in (version, MANIFEST_FILE):
+            continue
+        if entry.type == pafs.FileType.Directory:
+            fs.delete_dir(entry.path)
+        else:
+            fs.delete_file(entry.path)
 
 
 class Fingerprint:
@@ -56,7 +76,7 @@ class Fingerprint:
 
 
 class IndexWriter:
-    """vectorindex.IndexFlatIP filled batch by batch, saved under DIR/index/."""
+    """vectorindex.IndexFlatIP filled batch by batch, saved under DIR/index/VERSION/."""
 
     def __init__(self, dim: int) -> None:
         import vectorindex
@@ -87,11 +107,11 @@ class IndexWriter:
 def write_outputs(ds: Dataset, cfg: WriteConfig, ctx: RunContext) -> dict[str, Any]:
     """Write everything; returns the output paths and the manifest."""
     out = ctx.output.rstrip("/")
-    documents = f"{out}/documents"
+    version = new_version()
+    documents = f"{out}/documents/{version}"
     with ctx.stats.timed("write") as step:
         rows = ds.map_batches(_add_index_id, batch_format="pyarrow").materialize()
         step.rows_in += rows.count()
-        _clear(documents)
         rows.write_parquet(documents)
         has_vectors = "vector" in rows.schema().names
         dim = _dimension(rows) if has_vectors else None
@@ -116,10 +136,10 @@ def write_outputs(ds: Dataset, cfg: WriteConfig, ctx: RunContext) -> dict[str, A
             if client is not None:
                 client.close()
         step.rows_out += step.rows_in
-        index_path = f"{out}/index/index.bin" if index is not None else None
+        index_path = f"{out}/index/{version}/index.bin" if index is not None else None
         if index is not None:
             index.save(index_path)
-        manifest = Manifest(
+        snapshot = Manifest(
             model=ctx.runtime.embedding.model if has_vectors else None,
             dimension=dim,
             metric=cfg.metric,
@@ -128,9 +148,14 @@ def write_outputs(ds: Dataset, cfg: WriteConfig, ctx: RunContext) -> dict[str, A
             created_at=datetime.now(UTC).isoformat(),
             index=index_path,
             documents=documents,
-        ).write(f"{out}/index")
+            version=version,
+        )
+        snapshot.write(f"{out}/index/{version}")  # the version's own record
+        manifest = snapshot.write(f"{out}/index")  # published: the one atomic switch
+        remove_other_versions(f"{out}/documents", version)
+        remove_other_versions(f"{out}/index", version)
     return {
-        "documents": documents,
+        "documents": f"{out}/documents",
         "manifest": manifest,
         "index": index_path,
         "qdrant": {"collection": ctx.runtime.qdrant.collection, "points": upserted}
