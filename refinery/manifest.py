@@ -66,6 +66,15 @@ class Manifest:
         except (TypeError, ValueError) as error:
             raise SnapshotError(f"{path}: bad manifest value: {error}") from None
 
+    def check_embedder(self, model: str, dimension: int) -> None:
+        """Queries are embedded by `model`: the vectors must come from the same model (a model
+        of another name but the same width would answer with nonsense, not an error)."""
+        if (model, dimension) != (self.model, self.dimension):
+            raise SnapshotError(
+                f"{self.documents}: vectors from model {self.model!r} ({self.dimension} dims), "
+                f"queries embedded by {model!r} ({dimension} dims); refusing this snapshot"
+            )
+
     def check_index(self, dimension: int, metric: str) -> None:
         """The index file must be what the manifest says it is."""
         if (dimension, metric) != (self.dimension, self.metric):

@@ -58,3 +58,11 @@ def test_the_index_file_must_match_the_manifest() -> None:
         MANIFEST.check_index(768, "ip")
     with pytest.raises(SnapshotError, match="metric 'l2', the manifest says 384 and 'ip'"):
         MANIFEST.check_index(384, "l2")
+
+
+def test_the_embedder_must_be_the_one_the_vectors_came_from() -> None:
+    MANIFEST.check_embedder("all-MiniLM-L6-v2", 384)
+    with pytest.raises(SnapshotError, match="model 'all-MiniLM-L6-v2' .384 dims.*'e5-small'"):
+        MANIFEST.check_embedder("e5-small", 384)
+    with pytest.raises(SnapshotError, match="refusing this snapshot"):
+        MANIFEST.check_embedder("all-MiniLM-L6-v2", 768)
