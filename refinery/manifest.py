@@ -31,6 +31,9 @@ class Manifest:
     created_at: str | None = None
     version: str | None = None  # the folder name of a versioned snapshot (documents, index)
     format: int = FORMAT
+    # The last update-log position (refinery/update_log.py) this snapshot includes; None: none,
+    # so a reader applies the log from its start.
+    update_log_position: int | None = None
 
     def write(self, snapshot_dir: str) -> str:
         """DIR/manifest.json; returns its path."""

@@ -28,6 +28,18 @@ def test_written_and_read_back(tmp_path: Path) -> None:
     assert Manifest.read(str(tmp_path)) == MANIFEST
 
 
+def test_the_update_log_position_round_trips_and_older_manifests_read_none(
+    tmp_path: Path,
+) -> None:
+    with_position = Manifest(**{**MANIFEST.__dict__, "update_log_position": 42})
+    with_position.write(str(tmp_path))
+    assert Manifest.read(str(tmp_path)).update_log_position == 42
+    older = json.loads((tmp_path / "manifest.json").read_text())
+    del older["update_log_position"]
+    (tmp_path / "manifest.json").write_text(json.dumps(older))
+    assert Manifest.read(str(tmp_path)) == MANIFEST
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
