@@ -47,7 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cell-budget", type=float, default=20.0, help="no request starts later in a cell (s)"
     )
     parser.add_argument("--max-batch-size", type=int, default=64, help="batching on")
-    parser.add_argument("--batch-wait-s", type=float, default=0.0, help="batching on")
     parser.add_argument("--ray-cpus", type=int, default=8, help="logical CPUs of the local Ray")
     parser.add_argument("--data", default=".refinery/bench/serve", help="snapshot cache")
     parser.add_argument("--only", action="append", choices=list(TARGETS), help="targets to run")
@@ -102,14 +101,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def app_args(snapshot: Path, max_batch_size: int, wait_s: float) -> dict[str, Any]:
+def app_args(snapshot: Path, max_batch_size: int) -> dict[str, Any]:
     """The app's args with only the index configured, and limits that never throttle the load."""
     return {
         "version": "bench",
-        "index": {
-            "snapshot": str(snapshot),
-            "batching": {"max_batch_size": max_batch_size, "batch_wait_timeout_s": wait_s},
-        },
+        "index": {"snapshot": str(snapshot), "max_batch_size": max_batch_size},
         "limits": {"requests_per_s": 1e9, "burst": 10**9, "timeout_s": 60},
     }
 
@@ -131,8 +127,8 @@ def serve_targets(
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         apps = {
             "noop": lambda: DoNothing.bind(),
-            "batched": lambda: build(app_args(snapshot, args.max_batch_size, args.batch_wait_s)),
-            "unbatched": lambda: build(app_args(snapshot, 1, 0.0)),
+            "batched": lambda: build(app_args(snapshot, args.max_batch_size)),
+            "unbatched": lambda: build(app_args(snapshot, 1)),
         }
         for name in targets:
             if name in apps:

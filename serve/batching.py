@@ -1,4 +1,5 @@
-"""What the batched deployments share: run-time batch settings and the batch-size metric."""
+"""Run-time @serve.batch settings (the embedder's) and the batch-size metric (the embedder's and
+the ingress's index scans)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ class BatchSizeMetric:
         # Serve adds the deployment, replica and application tags itself.
         self._histogram = Histogram(
             "refinery_batch_size",
-            description="Items per @serve.batch call",
+            description="Items per batched call (texts embedded, queries scanned)",
             boundaries=self.BOUNDARIES,
         )
         self.largest = 0

@@ -8,6 +8,7 @@ replica starts.
 from __future__ import annotations
 
 import os
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -17,7 +18,7 @@ API_KEYS_ENV = "REFINERY_API_KEYS"
 
 
 class BatchingConfig(StrictModel):
-    """@serve.batch settings; changed at run time through the deployment's user_config."""
+    """The embedder's @serve.batch settings; changed at run time through its user_config."""
 
     max_batch_size: int = Field(32, ge=1)
     batch_wait_timeout_s: float = Field(0.005, ge=0)
@@ -35,24 +36,38 @@ class LimitsConfig(StrictModel):
     timeout_s: float = Field(30.0, gt=0)
 
 
-class IndexDeploymentConfig(StrictModel):
-    """IndexDeployment's user_config: a new snapshot or batch setting applies without restart."""
+class IndexUserConfig(StrictModel):
+    """The ingress's user_config: a new snapshot or batch size applies without a restart."""
 
     snapshot: str = Field(description="index snapshot directory (path or URI)")
-    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    max_batch_size: int = Field(
+        64, ge=1, description="requests whose queries share one scan; 1: no batching"
+    )
 
 
-class IndexConfig(StrictModel):
+class IndexConfig(IndexUserConfig):
     snapshot: str | None = Field(None, description="index snapshot directory (path or URI)")
-    batching: BatchingConfig = Field(default_factory=BatchingConfig)
-    num_cpus: float = Field(0.5, ge=0, description="logical CPUs reserved per replica")
 
-    def deployment_config(self) -> dict:
-        return self.model_dump(include={"snapshot", "batching"})
+    def user_config(self) -> dict:
+        return self.model_dump()
+
+
+class IngressConfig(StrictModel):
+    """The ingress replicas answer HTTP and search the index each holds: search scales with them."""
+
+    num_replicas: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        1, description="a count, or 'auto': Serve's autoscaling"
+    )
+    num_cpus: float = Field(0.5, ge=0, description="logical CPUs reserved per replica")
 
 
 class EmbedderServeConfig(EmbeddingConfig):
+    num_replicas: int = Field(1, ge=1)
     num_cpus: float = Field(0.5, ge=0, description="logical CPUs reserved per replica")
+
+    def model_args(self) -> dict:
+        """The embedding settings alone, as the deployment takes them."""
+        return self.model_dump(exclude={"num_replicas", "num_cpus"})
 
 
 class ServeLLMConfig(LLMConfig):
@@ -80,6 +95,7 @@ class ServeAppConfig(StrictModel):
         default_factory=list, description=f"bearer keys; empty: {API_KEYS_ENV}, else no auth"
     )
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    ingress: IngressConfig = Field(default_factory=IngressConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
     embedding: EmbedderServeConfig = Field(default_factory=EmbedderServeConfig)
     embedding_batching: BatchingConfig = Field(default_factory=BatchingConfig)

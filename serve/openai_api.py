@@ -56,6 +56,7 @@ class OpenAIForwarder:
     an error, a whole response, or the start of a stream."""
 
     def __init__(self, llm: DeploymentHandle, model_id: str, timeout_s: float) -> None:
+        self.handle = llm
         self.llm = llm.options(stream=True)
         self.model_id = model_id
         self.timeout_s = timeout_s
@@ -64,6 +65,9 @@ class OpenAIForwarder:
     def models(self) -> dict[str, Any]:
         card = {"id": self.model_id, "object": "model", "created": self.created}
         return {"object": "list", "data": [{**card, "owned_by": "refinery"}]}
+
+    async def check_health(self) -> Any:
+        return await self.handle.check_health.remote()
 
     async def call(self, method: str, request: BaseModel) -> BaseModel | AsyncIterator[str]:
         """A response model, or (streaming) an iterator of SSE events ending with [DONE]."""

@@ -6,19 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
 
+from serve.checks import check_k
 from serve.config import ServeAppConfig
+from serve.embed_service import EmbedService
+from serve.errors import APIError
 from serve.openai_api import DONE_EVENT, OpenAIForwarder
 from serve.protocol import Hit, PayloadFilter, RAGRequest, RAGResponse, RAGSource, json_bytes
 from serve.qdrant_retriever import QdrantRetriever
 from serve.rag import PromptFitter, cited_sources
-
-Embed = Callable[[list[str]], Awaitable[np.ndarray]]
-IndexSearch = Callable[[np.ndarray, int, PayloadFilter | None], Awaitable[list[list[Hit]]]]
+from serve.search_service import SearchService
 
 
 def sse(data: dict[str, Any]) -> str:
@@ -31,21 +32,24 @@ class RAGService:
         cfg: ServeAppConfig,
         llm: OpenAIForwarder,
         llm_path: str,
-        embed: Embed,
-        index_search: IndexSearch,
+        embed: EmbedService,
+        search: SearchService | None,
     ) -> None:
         self.cfg = cfg
         self.llm = llm
         self.llm_path = llm_path
         self.embed = embed
-        self.index_search = index_search
+        self.search = search
         # Loaded on first use: a tokenizer and a Qdrant connection are not free to open.
         self._fitter: PromptFitter | None = None
         self._qdrant: QdrantRetriever | None = None
 
     async def answer(self, body: RAGRequest) -> RAGResponse | AsyncIterator[str]:
         rag = self.cfg.rag
-        vectors = await self.embed([body.question])
+        if self.search is None and not self.cfg.qdrant.enabled:
+            raise APIError(404, "not_found_error", "no index is configured for this application")
+        check_k(body.k or rag.k, self.cfg.limits)
+        vectors = await self.embed.embed([body.question])
         hits = await self.retrieve(vectors, body.k or rag.k, body.filter)
         sources = [
             RAGSource(id=h.payload.get("id", h.id), score=h.score, text=str(h.payload.get("text")))
@@ -75,7 +79,7 @@ class RAGService:
         self, vectors: np.ndarray, k: int, payload_filter: PayloadFilter | None
     ) -> list[Hit]:
         if not self.cfg.qdrant.enabled:
-            return (await self.index_search(vectors, k, payload_filter))[0]
+            return [Hit(**hit) for hit in (await self.search.search(vectors, k, payload_filter))[0]]
         if self._qdrant is None:
             self._qdrant = await asyncio.to_thread(
                 QdrantRetriever, self.cfg.qdrant, self.cfg.storage_root

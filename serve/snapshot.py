@@ -206,18 +206,20 @@ def _fits(value: Any, column_type: pa.DataType) -> bool:
 
 
 def _load_index(uri: str) -> Any:
-    """vectorindex reads local files (it may mmap them); a remote index is copied down first."""
+    """vectorindex reads local files, memory-mapped: the replicas on a node share one page-cache
+    copy of a local index (an update gives the replica its own copy). A remote index is copied
+    down first; the mapping outlives the temporary file."""
     import vectorindex
 
     fs, inner = resolve(uri)
     if not fs.get_file_info(inner).is_file:
         raise SnapshotError(f"{uri}: index file not found")
     if isinstance(fs, pafs.LocalFileSystem):
-        return vectorindex.load(inner)
+        return vectorindex.load(inner, mmap=True)
     with tempfile.TemporaryDirectory(prefix="refinery-index-") as tmp:
         local = f"{tmp}/index.bin"
         pafs.copy_files(inner, local, source_filesystem=fs)
-        return vectorindex.load(local)
+        return vectorindex.load(local, mmap=True)
 
 
 def _load_payload_table(documents: str) -> pa.Table:

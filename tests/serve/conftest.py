@@ -25,7 +25,7 @@ def served(
     args = {
         "version": "test-1",
         "api_keys": [KEY],
-        "index": {"snapshot": str(snapshot), "batching": {"max_batch_size": 64}},
+        "index": {"snapshot": str(snapshot), "max_batch_size": 64},
         "limits": {"max_k": 50, "max_body_bytes": 65536},
         "llm": {"model": str(tiny_llm_dir), "model_id": MODEL_ID, "max_model_len": 512},
         "rag": {"k": 4, "max_tokens": 24},

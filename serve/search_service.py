@@ -1,0 +1,146 @@
+"""The search and update serving logic, apart from HTTP: the index snapshot lives in the replica
+that receives the request, so a vector search makes no call to another replica (a text search
+makes one, to the embedder).
+
+Each replica loads the snapshot with the index file memory-mapped: replicas on one node share
+one page-cache copy of the vectors. The snapshot path and `max_batch_size` are the ingress's
+user_config: a new snapshot is loaded beside the old one, off the event loop, and replaces it
+by one reference swap, so no request is dropped and none is answered from a half-loaded index.
+
+Batching is one layer, a Coalescer (serve/coalesce.py): while a scan runs, the unfiltered
+queries that arrive wait and go together as one matrix in the next scan; a query that finds
+the index idle is scanned at once, with no batch wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+
+from serve.batching import BatchSizeMetric
+from serve.checks import check_items, check_k, check_vectors
+from serve.coalesce import Coalescer
+from serve.config import IndexUserConfig, LimitsConfig
+from serve.embed_service import EmbedService
+from serve.errors import bad_request
+from serve.protocol import (
+    DeleteRequest,
+    HitDict,
+    PayloadFilter,
+    SearchRequest,
+    UpdateResponse,
+    UpsertRequest,
+)
+from serve.snapshot import Snapshot
+
+Query = tuple[np.ndarray, int]
+
+
+class SearchService:
+    # Scans of up to this many queries split over all threads, for latency: the load is light,
+    # so cores are free. A fuller scan means many clients wait and the other cores are busy with
+    # the proxy and HTTP; one thread then scans at less CPU per query.
+    SPLIT_SCAN_MAX_QUERIES = 8
+
+    def __init__(self, embed: EmbedService, limits: LimitsConfig) -> None:
+        self.embed = embed
+        self.limits = limits
+        self.snapshot: Snapshot | None = None
+        self.batch_sizes = BatchSizeMetric()
+        self._coalescer: Coalescer[Query, list[list[HitDict]]] | None = None
+
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        cfg = IndexUserConfig.model_validate(user_config)
+        batch = cfg.max_batch_size
+        # With batching off (max_batch_size 1) each request scans on its own.
+        self._coalescer = Coalescer(self._scan_many, batch) if batch > 1 else None
+        if self.snapshot is None or self.snapshot.path != cfg.snapshot:
+            # Loaded off the event loop: searches keep being answered from the old snapshot.
+            self.snapshot = await asyncio.to_thread(Snapshot, cfg.snapshot)
+
+    def describe(self) -> dict[str, Any]:
+        snapshot = self.snapshot
+        manifest = snapshot.manifest
+        return {
+            "snapshot": snapshot.path,
+            "model": manifest.model,
+            "dimension": manifest.dimension,
+            "metric": manifest.metric,
+            "count": snapshot.index.ntotal,
+            "largest_batch": self.batch_sizes.largest,
+            "batches": self.batch_sizes.batches,
+            "batched_queries": self.batch_sizes.items,
+        }
+
+    async def answer(self, body: SearchRequest) -> dict[str, list[list[HitDict]]]:
+        check_k(body.k, self.limits)
+        check_items(body.size, "queries", self.limits)
+        if body.texts is not None:
+            vectors = await self.embed.embed(body.texts)
+        else:
+            vectors = check_vectors(body.vectors, self.snapshot.manifest.dimension)
+        # The hits are already the answer's shape: serialised as they are.
+        return {"results": await self.search(vectors, body.k, body.filter)}
+
+    async def search(
+        self, vectors: np.ndarray, k: int, payload_filter: PayloadFilter | None = None
+    ) -> list[list[HitDict]]:
+        """Per query vector, its k best hits (the RAG flow retrieves through this too)."""
+        if payload_filter:
+            # A filter restricts the candidates per request: such a search scans on its own.
+            snapshot = self.snapshot
+            return await asyncio.to_thread(snapshot.search, vectors, k, payload_filter)
+        if self._coalescer is None:
+            return (await self._scan_many([(vectors, k)]))[0]
+        return await self._coalescer.submit((vectors, k))
+
+    async def _scan_many(self, queries: list[Query]) -> list[list[list[HitDict]]]:
+        """Several requests' unfiltered queries in one scan, split back per request."""
+        snapshot = self.snapshot
+        matrix = np.ascontiguousarray(np.concatenate([v for v, _ in queries]), dtype=np.float32)
+        k_max = max(k for _, k in queries)
+        self.batch_sizes.observe(len(matrix))
+        threads = 1 if len(matrix) > self.SPLIT_SCAN_MAX_QUERIES else None
+        hits = await asyncio.to_thread(snapshot.search, matrix, k_max, None, threads)
+        answers, start = [], 0
+        for vectors, k in queries:
+            answers.append([row[:k] for row in hits[start : start + len(vectors)]])
+            start += len(vectors)
+        return answers
+
+    async def upsert(self, body: UpsertRequest) -> UpdateResponse:
+        check_items(len(body.items), "items", self.limits)
+        ids = np.array([item.id for item in body.items], dtype=np.int64)
+        if len(np.unique(ids)) != len(ids):
+            raise bad_request("item ids must be unique within one request")
+        rows: list[Any] = [item.vector for item in body.items]
+        to_embed = [i for i, item in enumerate(body.items) if item.vector is None]
+        if to_embed:
+            # Texts embedded in one call: the embedder batches them.
+            embedded = await self.embed.embed([body.items[i].text for i in to_embed])
+            for i, vector in zip(to_embed, embedded, strict=True):
+                rows[i] = vector.tolist()
+        # Checked against the snapshot the update goes to: no await between here and there.
+        vectors = check_vectors(rows, self.snapshot.manifest.dimension, name="items[].vector")
+        count = await self.apply_upsert(ids, vectors, [item.payload for item in body.items])
+        return UpdateResponse(upserted=len(ids), count=count)
+
+    async def delete(self, body: DeleteRequest) -> UpdateResponse:
+        check_items(len(body.ids), "ids", self.limits)
+        deleted, count = await self.apply_delete(np.array(body.ids, dtype=np.int64))
+        return UpdateResponse(deleted=deleted, count=count)
+
+    # Where an update takes effect in this replica: the one place that changes the served copy.
+    async def apply_upsert(self, ids: np.ndarray, vectors: np.ndarray, payloads: list[dict]) -> int:
+        """Add or replace vectors with their payloads; the index's count after."""
+        snapshot = self.snapshot
+        await asyncio.to_thread(snapshot.upsert, ids, vectors, payloads)
+        return snapshot.index.ntotal
+
+    async def apply_delete(self, ids: np.ndarray) -> tuple[int, int]:
+        """Remove ids (unknown ones ignored); how many went, and the index's count after."""
+        snapshot = self.snapshot
+        deleted = await asyncio.to_thread(snapshot.delete, ids)
+        return deleted, snapshot.index.ntotal

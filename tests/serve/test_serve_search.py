@@ -1,0 +1,104 @@
+"""The search serving class on a plain event loop (no Ray): the one batching layer, and a
+snapshot switch while searches run, to a snapshot of another dimension."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import vectorindex
+from refinery.manifest import Manifest
+from serve.config import LimitsConfig
+from serve.embed_service import EmbedService
+from serve.errors import APIError
+from serve.protocol import SearchRequest
+from serve.search_service import SearchService
+
+
+def write(root: Path, dimension: int, first_id: int) -> str:
+    """A snapshot of `dimension` unit vectors, one per axis, ids from first_id."""
+    vectors = np.eye(dimension, dtype=np.float32)
+    ids = np.arange(first_id, first_id + dimension, dtype=np.int64)
+    (root / "documents").mkdir(parents=True)
+    (root / "index").mkdir()
+    table = pa.table({"index_id": ids, "text": [f"doc {i}" for i in ids]})
+    pq.write_table(table, root / "documents" / "part-0.parquet")
+    index = vectorindex.IndexFlatIP(dimension)
+    index.add_with_ids(vectors, ids)
+    index.save(str(root / "index" / "index.bin"))
+    Manifest(
+        model=None,
+        dimension=dimension,
+        metric="ip",
+        count=dimension,
+        index=str(root / "index" / "index.bin"),
+        documents=str(root / "documents"),
+    ).write(str(root / "index"))
+    return str(root / "index")
+
+
+def service() -> SearchService:
+    # No embedder: every search here is by vector.
+    limits = LimitsConfig()
+    return SearchService(EmbedService(None, limits), limits)
+
+
+def top_id(answer: dict) -> int:
+    return answer["results"][0][0]["id"]
+
+
+def test_concurrent_searches_share_scans_and_a_lone_one_goes_at_once(tmp_path: Path) -> None:
+    search = service()
+
+    async def scenario() -> list[dict]:
+        await search.reconfigure({"snapshot": write(tmp_path, 8, 100), "max_batch_size": 64})
+        lone = await search.answer(SearchRequest(vectors=[np.eye(8)[0].tolist()], k=1))
+        bodies = [SearchRequest(vectors=[np.eye(8)[i % 8].tolist()], k=2) for i in range(40)]
+        return [lone, *await asyncio.gather(*(search.answer(body) for body in bodies))]
+
+    answers = asyncio.run(scenario())
+    assert [top_id(a) for a in answers] == [100] + [100 + i % 8 for i in range(40)]
+    assert all(len(a["results"][0]) == 2 for a in answers[1:])
+    described = search.describe()
+    assert described["batched_queries"] == 41
+    # The first query found the index idle and was scanned alone; the 40 shared fewer scans.
+    assert described["batches"] < 41 and described["largest_batch"] > 1
+
+
+def test_a_snapshot_switch_under_searches_moves_every_answer_to_the_new_one(
+    tmp_path: Path,
+) -> None:
+    search = service()
+    first = write(tmp_path / "first", 4, 100)
+    second = write(tmp_path / "second", 8, 500)
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        await search.reconfigure({"snapshot": first, "max_batch_size": 64})
+        ids: list[int] = []
+        statuses: list[int] = []
+        switched = asyncio.ensure_future(
+            search.reconfigure({"snapshot": second, "max_batch_size": 64})
+        )
+        while not switched.done() or ids[-1:] != [500]:
+            # The dimension is the current snapshot's: 4 before the switch, 8 after. Read and
+            # checked with no await between, so the query fits the snapshot that answers it.
+            dimension = search.describe()["dimension"]
+            body = SearchRequest(vectors=[np.eye(dimension)[0].tolist()], k=1)
+            ids.append(top_id(await search.answer(body)))
+        await switched
+        stale = SearchRequest(vectors=[np.eye(4)[0].tolist()], k=1)
+        with pytest.raises(APIError, match="dimension 4; the index has dimension 8") as refused:
+            await search.answer(stale)
+        statuses.append(refused.value.status)
+        return ids, statuses
+
+    ids, statuses = asyncio.run(scenario())
+    assert ids[0] == 100 and ids[-1] == 500 and set(ids) == {100, 500}
+    assert np.all(np.diff([i == 500 for i in ids]) >= 0)  # never back to the old snapshot
+    assert statuses == [400]
+    assert search.describe()["snapshot"] == second
