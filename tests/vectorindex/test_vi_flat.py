@@ -205,3 +205,18 @@ def test_adds_and_removes_match_a_model(ops, metric, quantize):
     xq = np.random.default_rng(0).standard_normal((5, d)).astype(np.float32)
     dist, found = index.search(xq, 8)
     assert_exact(dist, found, xb, ids, xq, 8, metric)
+
+
+@pytest.mark.parametrize("make", [lambda: vi.IndexFlatIP(16), lambda: vi.IndexHNSW(16)])
+def test_adding_one_row_at_a_time_grows_storage_geometrically(make) -> None:
+    index = make()
+    rows = np.random.default_rng(0).random((2000, 16), dtype=np.float32)
+    before, grew = index.memory_usage(), 0
+    for i in range(len(rows)):
+        index.add_with_ids(rows[i : i + 1], np.array([i]))
+        after = index.memory_usage()
+        # One more id-map entry is a few dozen bytes; growing by a whole row (or more) each add
+        # means every add reallocated, and copied, every array.
+        grew += after - before > 64
+        before = after
+    assert grew <= 60

@@ -381,9 +381,9 @@ void HNSWIndex::add_prepared(const float* x, const float* norms, size_t n, const
 void HNSWIndex::reserve_for(size_t n) {
   const size_t slots = store_.slots() + n - std::min(n, store_.n_free());
   store_.reserve(slots);
-  links0_.mut().reserve(slots * (M0_ + 1));
-  levels_.reserve(slots);
-  upper_at_.reserve(slots);
+  reserve_room(links0_.mut(), slots * (M0_ + 1));
+  reserve_room(levels_, slots);
+  reserve_room(upper_at_, slots);
 }
 
 std::vector<Hit> HNSWIndex::search_one(const float* q, float qn, size_t ef, size_t kk,

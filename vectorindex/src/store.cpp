@@ -67,14 +67,14 @@ void VectorStore::check_new_ids(const int64_t* ids, size_t n) const {
 }
 
 void VectorStore::reserve(size_t n) {
-  if (has_float()) vecs_.mut().reserve(n * dp_);
+  if (has_float()) reserve_room(vecs_.mut(), n * dp_);
   if (has_codes()) {
-    codes_.mut().reserve(n * dp_);
-    scales_.mut().reserve(n);
+    reserve_room(codes_.mut(), n * dp_);
+    reserve_room(scales_.mut(), n);
   }
-  norms_.mut().reserve(n);
-  labels_.reserve(n);
-  deleted_.reserve(n);
+  reserve_room(norms_.mut(), n);
+  reserve_room(labels_, n);
+  reserve_room(deleted_, n);
 }
 
 void VectorStore::append(const float* prepared, size_t n, const int64_t* ids) {
@@ -87,7 +87,10 @@ void VectorStore::append(const float* prepared, size_t n, const int64_t* ids) {
   norms_.mut().resize(old + n);
   deleted_.resize(old + n, 0);
   labels_.resize(old + n);
-  slot_of_.reserve(old + n);
+  // Only when it must grow, and then by doubling: reserve() may rehash the whole map.
+  if (old + n > slot_of_.bucket_count() * slot_of_.max_load_factor()) {
+    slot_of_.reserve(std::max(old + n, 2 * slot_of_.size()));
+  }
   for (size_t i = 0; i < n; ++i) put(uint32_t(old + i), prepared + i * dp_, ids ? ids + i : nullptr);
 }
 

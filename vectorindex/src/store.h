@@ -2,6 +2,7 @@
 // the deletion marks. Rows are padded to padded_dim(d) floats (see kernels.h).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <unordered_map>
@@ -11,6 +12,13 @@
 #include "kernels.h"
 
 namespace vi {
+
+// Room for n elements, growing by half again at least: an exact reserve before each small add
+// would copy the whole array on every add.
+template <class V>
+void reserve_room(V& v, size_t n) {
+  if (n > v.capacity()) v.reserve(std::max(n, v.capacity() + v.capacity() / 2));
+}
 
 enum class Metric : uint32_t { L2 = 0, IP = 1, Cosine = 2 };
 enum class Quant : uint32_t { None = 0, Int8 = 1 };
