@@ -8,9 +8,11 @@ Search logic lives here, apart from Ray Serve, so it is testable without a clust
 
 from __future__ import annotations
 
+import itertools
+import logging
 import tempfile
 import threading
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,39 +23,25 @@ import pyarrow.fs as pafs
 
 from refinery.manifest import Manifest, SnapshotError
 from refinery.storage import resolve
+from refinery.update_log import Delete, Entry, UpdateLog
 from serve.errors import SchemaMismatch
+from serve.payload_rows import PayloadRows
 from serve.protocol import HitDict, PayloadFilter
 
-
-@dataclass(frozen=True)
-class _Rows:
-    """What a filtered search reads together, so an update publishes it whole, by one reference
-    swap: the payload rows (one per upsert of an id) and which of them are still current."""
-
-    table: pa.Table  # index_id plus the payload columns
-    payloads: pa.Table  # the same rows without index_id: what hits carry
-    live: np.ndarray  # per row: still its id's current row
-
-    def __post_init__(self) -> None:
-        # Readers hold a published mask without a lock: an update copies it, never writes it.
-        self.live.flags.writeable = False
-
-    @classmethod
-    def of(cls, table: pa.Table, live: np.ndarray) -> _Rows:
-        return cls(table, table.drop_columns(["index_id"]), live)
+logger = logging.getLogger(__name__)
 
 
 class Snapshot:
     """A loaded index plus payloads; `search` answers many queries with one index call.
 
-    Real-time updates (`upsert`, `delete`) change the served copy in place; the snapshot on
-    disk stays as the pipeline wrote it. Readers never lock: an update publishes new rows
-    before it points ids at them and touches the index last, so a concurrent search sees the
-    old or the new state of an id, never a missing row; deleted ids never come back.
+    Real-time updates (`apply` of update-log entries, or `upsert` and `delete`) change the
+    served copy; the snapshot on disk stays as the pipeline wrote it. `follow` and `catch_up`
+    apply an update log (refinery/update_log.py) from the position the manifest says the
+    snapshot includes, so every copy that follows one log ends in the same state. Readers never
+    lock: an update publishes new rows before it points ids at them and touches the index
+    last, so a concurrent search sees the old or the new state of an id, never a missing row;
+    deleted ids never come back. An update costs what it changes (serve/payload_rows.py).
     """
-
-    # Many small upserts leave many Arrow chunks; past this, merge them so `take` stays fast.
-    MAX_CHUNKS = 64
 
     def __init__(self, snapshot_dir: str) -> None:
         self.path = snapshot_dir
@@ -62,15 +50,21 @@ class Snapshot:
         self.manifest.check_index(self.index.d, self.index.metric)
         table = _load_payload_table(self.manifest.documents)
         # Payloads stay in Arrow; hits look up their rows, so loading builds no Python dicts.
-        self.rows = _Rows.of(table, np.ones(table.num_rows, dtype=bool))
-        self.row_of = {i: row for row, i in enumerate(table["index_id"].to_pylist())}
+        self.rows = PayloadRows(table)
         self._write_lock = threading.Lock()
+        self._follow_lock = threading.Lock()
+        self.log: UpdateLog | None = None
+        self.position = self.manifest.update_log_position or 0  # the last log record applied
         unmatched = np.setdiff1d(self.index.ids(), table["index_id"].to_numpy())
         if len(unmatched):
             raise SnapshotError(
                 f"{self.manifest.documents}: no document row for {len(unmatched)} index ids "
                 f"(e.g. {unmatched[:3].tolist()}); index and documents are from different runs?"
             )
+
+    @property
+    def row_of(self) -> dict[int, int]:
+        return self.rows.state.row_of
 
     def search(
         self,
@@ -93,56 +87,83 @@ class Snapshot:
         return self._hits(scores, ids)
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[list[HitDict]]:
-        row_of = self.row_of
         # Per query, its (score, id, payload row): an id of -1 fills a query with fewer than k
         # hits, and an id without a row was deleted since the index answered.
-        found = [
-            [
-                (score, i, row)
-                for score, i in zip(row_scores, row_ids, strict=True)
-                if i >= 0 and (row := row_of.get(i)) is not None
-            ]
-            for row_scores, row_ids in zip(scores.tolist(), ids.tolist(), strict=True)
-        ]
+        hit_ids = ids.tolist()
+        rows, state = self.rows.resolve([i for row_ids in hit_ids for i in row_ids])
+        found, next_row = [], iter(rows)
+        for row_scores, row_ids in zip(scores.tolist(), hit_ids, strict=True):
+            found.append(
+                [
+                    (score, i, row)
+                    for score, i in zip(row_scores, row_ids, strict=True)
+                    if (row := next(next_row)) is not None and i >= 0
+                ]
+            )
         # One lookup for every query's payloads: per-call Arrow overhead is paid once per batch.
-        # Read after the rows: the table an update published first holds every row it points to.
         wanted = [row for hits in found for _, _, row in hits]
-        payloads = iter(self.rows.payloads.take(pa.array(wanted, pa.int64())).to_pylist())
+        payloads = iter(state.payloads.take(pa.array(wanted, pa.int64())).to_pylist())
         return [
             [{"id": i, "score": s, "payload": next(payloads)} for s, i, _ in hits] for hits in found
         ]
 
     def allowed_ids(self, payload_filter: PayloadFilter) -> np.ndarray:
-        rows = self.rows
-        known = rows.payloads.column_names
+        state = self.rows.state
+        known = state.payloads.column_names
         unknown = sorted(set(payload_filter) - set(known))
         if unknown:
             raise SchemaMismatch(
                 f"unknown filter field(s) {', '.join(unknown)}; known: {', '.join(known)}"
             )
-        mask = pa.array(rows.live)
+        mask = pa.array(state.live)
         for field, wanted in payload_filter.items():
-            column = rows.table[field]
+            column = state.table[field]
             values = _filter_values(field, column.type, wanted)
             mask = pc.and_(mask, pc.is_in(column, value_set=values))
-        return rows.table.filter(mask)["index_id"].to_numpy().astype(np.int64)
+        return state.table.filter(mask)["index_id"].to_numpy().astype(np.int64)
+
+    def apply(self, entries: Sequence[Entry]) -> None:
+        """Applies update-log entries in order; a run of upserts (or deletes) is one update.
+        Applying an entry again leaves the same state."""
+        for kind, run in itertools.groupby(entries, type):
+            batch = list(run)
+            if kind is Delete:
+                self.delete(np.array([i for entry in batch for i in entry.ids], dtype=np.int64))
+            else:
+                ids = np.array([entry.id for entry in batch], dtype=np.int64)
+                vectors = np.stack([entry.vector for entry in batch])
+                self.upsert(ids, vectors, [entry.payload for entry in batch])
+
+    def follow(self, log: UpdateLog) -> int:
+        """Applies `log` after the position this snapshot includes, and keeps following it
+        through `catch_up`. Returns the position reached."""
+        self.log = log
+        return self.catch_up()
+
+    def catch_up(self) -> int:
+        """Applies the records appended since the last one applied; returns its position.
+        A record that does not fit this snapshot's columns is skipped by every copy alike."""
+        if self.log is None:
+            raise RuntimeError("catch_up needs a log: call follow(log) first")
+        with self._follow_lock:
+            for record in self.log.read(after=self.position):
+                try:
+                    self.apply(record.entries)
+                except SchemaMismatch as error:
+                    logger.warning(
+                        "%s: record %d skipped: %s", self.log.location, record.position, error
+                    )
+                self.position = record.position
+        return self.position
 
     def upsert(self, ids: np.ndarray, vectors: np.ndarray, payloads: list[dict]) -> None:
-        """Add or replace vectors with their payloads (unknown payload fields are an error)."""
-        new_rows = self._payload_rows(ids, payloads)
+        """Add or replace vectors with their payloads (unknown payload fields are an error);
+        an id given twice keeps its last vector and payload."""
+        keep = _last_of_each(ids)
+        ids, vectors = ids[keep], self._checked_vectors(ids, vectors)[keep]
+        new_rows = self._payload_rows(ids, [payloads[k] for k in keep])
         with self._write_lock:
-            rows = self.rows
-            first = rows.table.num_rows
-            live = np.concatenate([rows.live, np.ones(len(ids), dtype=bool)])
-            replaced = [i for i in ids.tolist() if i in self.row_of]
-            for i in replaced:
-                live[self.row_of[i]] = False
-            table = pa.concat_tables([rows.table, new_rows])
-            if table.column(0).num_chunks > self.MAX_CHUNKS:
-                table = table.combine_chunks()
-            self.rows = _Rows.of(table, live)
-            for offset, i in enumerate(ids.tolist()):
-                self.row_of[i] = first + offset
+            replaced = self.rows.upsert(new_rows)
             if replaced:
                 self.index.remove_ids(np.asarray(replaced, dtype=np.int64))
             self.index.add_with_ids(vectors, ids)
@@ -154,14 +175,19 @@ class Snapshot:
             if not present:
                 return 0
             self.index.remove_ids(np.asarray(present, dtype=np.int64))
-            rows = self.rows
-            live = rows.live.copy()
-            live[[self.row_of.pop(i) for i in present]] = False
-            self.rows = _Rows(rows.table, rows.payloads, live)
-            return len(present)
+            return len(self.rows.delete(present))
+
+    def _checked_vectors(self, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(ids), self.index.d):
+            raise SchemaMismatch(
+                f"vectors of shape {vectors.shape} for {len(ids)} ids; "
+                f"the index holds vectors of dimension {self.index.d}"
+            )
+        return vectors
 
     def _payload_rows(self, ids: np.ndarray, payloads: list[dict]) -> pa.Table:
-        schema = self.rows.table.schema
+        schema = self.rows.state.table.schema
         known = [name for name in schema.names if name != "index_id"]
         unknown = sorted({key for p in payloads for key in p} - set(known))
         if unknown:
@@ -174,6 +200,12 @@ class Snapshot:
         except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
             message = f"payload does not match the snapshot's columns: {error}"
             raise SchemaMismatch(message) from None
+
+
+def _last_of_each(ids: np.ndarray) -> np.ndarray:
+    """Positions of each id's last occurrence, in order."""
+    _, from_end = np.unique(ids[::-1], return_index=True)
+    return np.sort(len(ids) - 1 - from_end)
 
 
 def _filter_values(field: str, column_type: pa.DataType, wanted: Any) -> pa.Array:

@@ -80,7 +80,8 @@ def test_writer_processes_appending_together_lose_and_repeat_nothing(tmp_path: P
     # Each record is one append whole: its upsert and its delete, never another writer's.
     assert all(r.entries[1] == Delete((r.entries[0].id + 1,)) for r in records)
     at = {r.position: r.entries[0].id for r in records}
-    acked = [line.split() for w in range(writers) for line in open(tmp_path / f"ack{w}")]
+    lines = [(tmp_path / f"ack{w}").read_text().splitlines() for w in range(writers)]
+    acked = [line.split() for each in lines for line in each]
     assert sorted(at.values()) == sorted(int(i) for _, i in acked)
     assert all(at[int(position)] == int(i) for position, i in acked)
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +18,7 @@ import pytest
 
 import vectorindex
 from refinery.manifest import Manifest
+from refinery.update_log import Delete, UpdateLog, Upsert
 from serve.errors import SchemaMismatch
 from serve.snapshot import Snapshot, SnapshotError
 
@@ -211,3 +216,171 @@ def test_an_index_file_that_contradicts_its_manifest_is_refused(tmp_path: Path) 
     Manifest(**{**manifest.__dict__, "dimension": 8}).write(str(snapshot_dir))
     with pytest.raises(SnapshotError, match="index has dimension 4 .* the manifest says 8"):
         Snapshot(str(snapshot_dir))
+
+
+def entries_for(n: int) -> list[Upsert | Delete]:
+    """Update n of a burst: an upsert (new id or a replacement), and now and then a delete."""
+    i = 10 + n % 37
+    vector = np.array([n % 3, n % 5, 1, (n * 7) % 11], dtype=np.float32)
+    upsert = Upsert(i, vector, {"source": f"s{n % 2}", "text": f"doc {i} v{n}"})
+    return [upsert, Delete((10 + (n * 5) % 37,))] if n % 4 == 3 else [upsert]
+
+
+def answers(snapshot: Snapshot) -> list:
+    queries = np.array([[1, 0, 0, 0], [0, 1, 1, 0], [1, 1, 1, 1]], dtype=np.float32)
+    return [snapshot.search(queries, 50), snapshot.search(queries, 50, {"source": "s1"})]
+
+
+def test_two_copies_following_one_log_answer_identically(tmp_path: Path) -> None:
+    snapshot_dir = str(write(tmp_path / "snap", IDS))
+    log = UpdateLog(str(tmp_path / "log"))
+    early, late = Snapshot(snapshot_dir), Snapshot(snapshot_dir)
+    early.follow(log)
+    for n in range(300):
+        log.append(entries_for(n))
+        if n % 7 == 0:
+            early.catch_up()  # one copy follows the burst closely, the other once at its end
+    assert early.catch_up() == late.follow(log) == 300
+    assert answers(early) == answers(late)
+    assert early.index.ntotal == late.index.ntotal == len(early.row_of)
+    restarted = Snapshot(snapshot_dir)
+    restarted.follow(log)
+    assert answers(restarted) == answers(early)
+
+
+def test_applying_entries_again_changes_nothing(tmp_path: Path) -> None:
+    snapshot = Snapshot(str(write(tmp_path, IDS)))
+    burst = [entry for n in range(40) for entry in entries_for(n)]
+    snapshot.apply(burst)
+    once = answers(snapshot)
+    snapshot.apply(burst)
+    assert answers(snapshot) == once
+    [hits] = snapshot.search(VECTORS[:1], 50, {"text": "doc 10"})
+    assert hits == []  # id 10 was replaced: its snapshot payload no longer matches
+
+
+def test_the_log_is_applied_after_the_position_the_manifest_records(tmp_path: Path) -> None:
+    snapshot_dir = write(tmp_path / "snap", IDS)
+    log = UpdateLog(str(tmp_path / "log"))
+    log.append([Upsert(50, VECTORS[0], {"text": "in the snapshot"})])
+    log.append([Delete((11,)), Upsert(51, VECTORS[1], {"text": "after it"})])
+    manifest = Manifest.read(str(snapshot_dir))
+    Manifest(**{**manifest.__dict__, "update_log_position": 1}).write(str(snapshot_dir))
+    snapshot = Snapshot(str(snapshot_dir))
+    assert snapshot.follow(log) == 2
+    assert sorted(snapshot.row_of) == [10, 12, 13, 51]
+    log.append([Delete((51,))])
+    assert snapshot.catch_up() == 3 and 51 not in snapshot.row_of
+
+
+def test_a_record_that_does_not_fit_is_skipped_by_every_copy(tmp_path: Path) -> None:
+    snapshot = Snapshot(str(write(tmp_path / "snap", IDS)))
+    log = UpdateLog(str(tmp_path / "log"))
+    log.append([Upsert(60, VECTORS[0], {"colour": "red"})])
+    log.append([Upsert(61, np.ones(3, dtype=np.float32), {})])
+    log.append([Upsert(62, VECTORS[0], {"text": "fits"})])
+    assert snapshot.follow(log) == 3
+    assert [i for i in snapshot.row_of if i >= 60] == [62]
+    with pytest.raises(RuntimeError, match="call follow"):
+        Snapshot(str(tmp_path / "snap" / "index")).catch_up()
+
+
+def _stream_updates(location: str, acked: str) -> None:
+    log = UpdateLog(location)
+    fd = os.open(acked, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    for n in range(10**9):
+        i = 1000 + n
+        vector = np.array([1, n % 7, 0, 0], dtype=np.float32)
+        log.append([Upsert(i, vector, {"text": f"doc {i}"})])
+        os.write(fd, f"upsert {i}\n".encode())
+        if n % 3 == 2:
+            log.append([Delete((i - 1,))])
+            os.write(fd, f"delete {i - 1}\n".encode())
+
+
+def test_a_writer_killed_while_updates_stream_loses_and_resurrects_nothing(
+    tmp_path: Path,
+) -> None:
+    snapshot_dir = str(write(tmp_path / "snap", IDS))
+    location, acked = str(tmp_path / "log"), tmp_path / "acked"
+    following = Snapshot(snapshot_dir)
+    following.follow(UpdateLog(location))
+    writer = multiprocessing.get_context("spawn").Process(
+        target=_stream_updates, args=(location, str(acked))
+    )
+    writer.start()
+    deadline = time.monotonic() + 60
+    while len(acked.read_text().splitlines() if acked.exists() else []) < 60:
+        assert time.monotonic() < deadline, "the writer process appended too little"
+        following.catch_up()
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.join()
+    restarted = Snapshot(snapshot_dir)
+    restarted.follow(UpdateLog(location))
+    following.catch_up()
+    confirmed = [line.split() for line in acked.read_text().splitlines()]
+    deleted = {int(i) for op, i in confirmed if op == "delete"}
+    upserted = {int(i) for op, i in confirmed if op == "upsert"}
+    for snapshot in (restarted, following):
+        served = set(snapshot.row_of)
+        assert upserted - deleted <= served  # no acknowledged upsert lost
+        assert not deleted & served  # no acknowledged delete undone
+        assert answers(snapshot) == answers(restarted)
+
+
+def test_single_upserts_keep_the_table_in_few_pieces_and_reclaim_replaced_rows(
+    tmp_path: Path,
+) -> None:
+    snapshot = Snapshot(str(write(tmp_path, IDS)))
+    one = VECTORS[:1]
+    for n in range(2000):
+        snapshot.upsert(np.array([100 + n]), one, [{"text": f"doc {n}"}])
+        # No merge of the whole table per upsert: it stays in a few geometrically sized pieces.
+        assert snapshot.rows.chunks <= 2 * np.log2(snapshot.rows.state.table.num_rows)
+    for n in range(2000):
+        snapshot.upsert(np.array([100]), one, [{"text": f"again {n}"}])
+        snapshot.delete(np.array([101 + n]))
+    state = snapshot.rows.state
+    assert len(state.row_of) == 5
+    # Replaced and deleted rows are reclaimed once they outnumber the live ones.
+    assert state.table.num_rows <= 2 * len(state.row_of) + 1
+    [hits] = snapshot.search(one, 10, {"text": "again 1999"})
+    assert [h["id"] for h in hits] == [100]
+
+
+@pytest.mark.usefixtures("fast_thread_switches")
+def test_searches_racing_updates_and_compactions_get_their_own_payloads(tmp_path: Path) -> None:
+    snapshot = Snapshot(str(write(tmp_path, IDS)))
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def search() -> None:
+        # Many lookups per call, so that compactions land between a lookup and its payloads.
+        wanted = [1000 + n % 20 for n in range(2000)]
+        while not done.is_set():
+            try:
+                for hits in snapshot.search(VECTORS, 8):
+                    # A compaction renumbers rows: a hit must never carry another id's payload.
+                    assert all(h["payload"]["text"].split()[1] == str(h["id"]) for h in hits)
+                rows, state = snapshot.rows.resolve(wanted)
+                found = [(i, row) for i, row in zip(wanted, rows, strict=True) if row is not None]
+                taken = state.table["index_id"].take(pa.array([r for _, r in found], pa.int64()))
+                assert taken.to_pylist() == [i for i, _ in found]
+            except BaseException as error:  # reported by the main thread
+                errors.append(error)
+                return
+
+    reader = threading.Thread(target=search)
+    reader.start()
+    try:
+        for n in range(1500):
+            if errors:
+                break
+            ids = np.array([1000 + n % 20, 10 + n % 4])
+            texts = [{"text": f"doc {i} v{n}"} for i in ids.tolist()]
+            snapshot.upsert(ids, VECTORS[:2], texts)
+            snapshot.delete(ids[:1])
+    finally:
+        done.set()
+        reader.join()
+    assert errors == []
