@@ -60,7 +60,7 @@ class UpdateLogError(ValueError):
     """An update that cannot be logged; the message says what is wrong."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq would compare vectors element-wise, ambiguously
 class Upsert:
     id: int
     vector: np.ndarray  # float32, one dimension
@@ -144,9 +144,10 @@ def decode(data: bytes) -> list[Entry]:
 
 def _entry_json(entry: Entry) -> dict[str, Any]:
     if isinstance(entry, Delete):
-        return {"op": "delete", "ids": [int(i) for i in entry.ids]}
+        return {"op": "delete", "ids": [_checked_id(i) for i in entry.ids]}
     if not isinstance(entry, Upsert):
         raise UpdateLogError(f"not an update entry: {type(entry).__name__}")
+    _checked_id(entry.id)
     vector = np.asarray(entry.vector)
     if vector.ndim != 1 or not np.isfinite(vector).all():
         raise UpdateLogError(f"id {entry.id}: a vector is one row of finite numbers")
@@ -157,6 +158,12 @@ def _entry_json(entry: Entry) -> dict[str, Any]:
         raise UpdateLogError(f"id {entry.id}: payload is not JSON: {error}") from None
     vector_text = base64.b64encode(raw).decode()
     return {"op": "upsert", "id": int(entry.id), "vector": vector_text, "payload": payload}
+
+
+def _checked_id(i: Any) -> int:
+    if isinstance(i, bool) or not isinstance(i, int | np.integer):
+        raise UpdateLogError(f"id {i!r}: ids are integers")
+    return int(i)
 
 
 def _entry_of(item: dict[str, Any]) -> Entry:

@@ -23,7 +23,7 @@ import pyarrow.fs as pafs
 
 from refinery.manifest import Manifest, SnapshotError
 from refinery.storage import resolve
-from refinery.update_log import Delete, Entry, UpdateLog
+from refinery.update_log import Delete, Entry, UpdateLog, Upsert
 from serve.errors import SchemaMismatch
 from serve.payload_rows import PayloadRows
 from serve.protocol import HitDict, PayloadFilter
@@ -129,6 +129,8 @@ class Snapshot:
             batch = list(run)
             if kind is Delete:
                 self.delete(np.array([i for entry in batch for i in entry.ids], dtype=np.int64))
+            elif kind is not Upsert:
+                raise TypeError(f"not an update entry: {kind.__name__}")
             else:
                 ids = np.array([entry.id for entry in batch], dtype=np.int64)
                 vectors = np.stack([entry.vector for entry in batch])

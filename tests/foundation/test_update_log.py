@@ -140,6 +140,10 @@ def test_bad_updates_are_refused_with_the_reason(tmp_path: Path) -> None:
         log.append([Upsert(5, np.array([1.0, np.nan]), {})])
     with pytest.raises(UpdateLogError, match="id 6: payload is not JSON"):
         log.append([Upsert(6, np.ones(2), {"when": object()})])
+    with pytest.raises(UpdateLogError, match="id '8': ids are integers"):
+        log.append([Delete((7, "8"))])
+    with pytest.raises(UpdateLogError, match="id 1.5: ids are integers"):
+        log.append([Upsert(1.5, np.ones(2), {})])  # type: ignore[arg-type]
     with pytest.raises(UpdateLogError, match="not an update entry: str"):
         log.append(["upsert 7"])  # type: ignore[list-item]
     with pytest.raises(UpdateLogError, match="position -1"):

@@ -257,6 +257,8 @@ def test_applying_entries_again_changes_nothing(tmp_path: Path) -> None:
     assert answers(snapshot) == once
     [hits] = snapshot.search(VECTORS[:1], 50, {"text": "doc 10"})
     assert hits == []  # id 10 was replaced: its snapshot payload no longer matches
+    with pytest.raises(TypeError, match="not an update entry: tuple"):
+        snapshot.apply([(10, VECTORS[0])])  # type: ignore[list-item]
 
 
 def test_the_log_is_applied_after_the_position_the_manifest_records(tmp_path: Path) -> None:
