@@ -110,9 +110,11 @@ class UpdateLog:
         position = after + 1
         while (data := self._store.get(position)) is not None:
             try:
-                yield Record(position, decode(data))
+                entries = decode(data)
             except UpdateLogError as error:
                 log.warning("%s: record %d skipped: %s", self.location, position, error)
+            else:
+                yield Record(position, entries)
             position += 1
 
     def last(self) -> int:
