@@ -133,8 +133,7 @@ class Snapshot:
                 raise TypeError(f"not an update entry: {kind.__name__}")
             else:
                 ids = np.array([entry.id for entry in batch], dtype=np.int64)
-                vectors = np.stack([entry.vector for entry in batch])
-                self.upsert(ids, vectors, [entry.payload for entry in batch])
+                self.upsert(ids, self._stacked(batch), [entry.payload for entry in batch])
 
     def follow(self, log: UpdateLog) -> int:
         """Applies `log` after the position this snapshot includes, and keeps following it
@@ -179,6 +178,18 @@ class Snapshot:
             self.index.remove_ids(np.asarray(present, dtype=np.int64))
             return len(self.rows.delete(present))
 
+    def check_upsert(self, ids: np.ndarray, vectors: np.ndarray, payloads: list[dict]) -> None:
+        """Raises SchemaMismatch where `upsert` would, changing nothing: an update is checked
+        before it is logged, so the log holds only updates that every copy can apply."""
+        self._checked_vectors(ids, vectors)
+        self._payload_rows(ids, payloads)
+
+    def _stacked(self, upserts: list[Upsert]) -> np.ndarray:
+        wrong = [u.id for u in upserts if np.shape(u.vector) != (self.index.d,)]
+        if wrong:
+            raise SchemaMismatch(f"id {wrong[0]}: its vector is not of dimension {self.index.d}")
+        return np.stack([u.vector for u in upserts])
+
     def _checked_vectors(self, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.shape != (len(ids), self.index.d):
@@ -190,6 +201,8 @@ class Snapshot:
 
     def _payload_rows(self, ids: np.ndarray, payloads: list[dict]) -> pa.Table:
         schema = self.rows.state.table.schema
+        if not all(isinstance(p, dict) for p in payloads):
+            raise SchemaMismatch("a payload is a JSON object of field values")
         known = [name for name in schema.names if name != "index_id"]
         unknown = sorted({key for p in payloads for key in p} - set(known))
         if unknown:

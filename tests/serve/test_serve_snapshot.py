@@ -102,6 +102,11 @@ def test_deleted_ids_never_come_back(tmp_path: Path) -> None:
 def test_upsert_rejects_payloads_that_do_not_fit(tmp_path: Path) -> None:
     snapshot = Snapshot(str(write(tmp_path, IDS)))
     one = np.ones((1, 4), dtype=np.float32)
+    with pytest.raises(SchemaMismatch, match="unknown payload field.*colour"):
+        snapshot.check_upsert(np.array([30]), one, [{"colour": "red"}])
+    with pytest.raises(SchemaMismatch, match=r"shape \(1, 3\) for 1 ids; .* dimension 4"):
+        snapshot.check_upsert(np.array([30]), one[:, :3], [{}])
+    snapshot.check_upsert(np.array([30]), one, [{"text": "fits"}])
     with pytest.raises(SchemaMismatch, match="unknown payload field.*colour; known: source, text"):
         snapshot.upsert(np.array([30]), one, [{"colour": "red"}])
     with pytest.raises(SchemaMismatch, match="does not match the snapshot's columns"):
@@ -279,10 +284,11 @@ def test_a_record_that_does_not_fit_is_skipped_by_every_copy(tmp_path: Path) -> 
     snapshot = Snapshot(str(write(tmp_path / "snap", IDS)))
     log = UpdateLog(str(tmp_path / "log"))
     log.append([Upsert(60, VECTORS[0], {"colour": "red"})])
-    log.append([Upsert(61, np.ones(3, dtype=np.float32), {})])
-    log.append([Upsert(62, VECTORS[0], {"text": "fits"})])
-    assert snapshot.follow(log) == 3
-    assert [i for i in snapshot.row_of if i >= 60] == [62]
+    log.append([Upsert(61, VECTORS[0], {}), Upsert(62, np.ones(3, dtype=np.float32), {})])
+    log.append([Upsert(63, VECTORS[0], ["not", "a", "dict"])])  # type: ignore[arg-type]
+    log.append([Upsert(64, VECTORS[0], {"text": "fits"})])
+    assert snapshot.follow(log) == 4
+    assert [i for i in snapshot.row_of if i >= 60] == [64]
     with pytest.raises(RuntimeError, match="call follow"):
         Snapshot(str(tmp_path / "snap" / "index")).catch_up()
 
