@@ -123,17 +123,22 @@ class Snapshot:
         return state.table.filter(mask)["index_id"].to_numpy().astype(np.int64)
 
     def apply(self, entries: Sequence[Entry]) -> None:
-        """Applies update-log entries in order; a run of upserts (or deletes) is one update.
-        Applying an entry again leaves the same state."""
-        for kind, run in itertools.groupby(entries, type):
-            batch = list(run)
-            if kind is Delete:
-                self.delete(np.array([i for entry in batch for i in entry.ids], dtype=np.int64))
-            elif kind is not Upsert:
-                raise TypeError(f"not an update entry: {kind.__name__}")
-            else:
+        """Applies update-log entries in order, all or (SchemaMismatch) none; a run of upserts
+        (or deletes) is one update. Applying an entry again leaves the same state."""
+        runs = [(kind, list(run)) for kind, run in itertools.groupby(entries, type)]
+        upserts = {}
+        for n, (kind, batch) in enumerate(runs):
+            if kind is Upsert:
                 ids = np.array([entry.id for entry in batch], dtype=np.int64)
-                self.upsert(ids, self._stacked(batch), [entry.payload for entry in batch])
+                upserts[n] = (ids, self._stacked(batch), [entry.payload for entry in batch])
+                self.check_upsert(*upserts[n])
+            elif kind is not Delete:
+                raise TypeError(f"not an update entry: {kind.__name__}")
+        for n, (_, batch) in enumerate(runs):
+            if n in upserts:
+                self.upsert(*upserts[n])
+            else:
+                self.delete(np.array([i for entry in batch for i in entry.ids], dtype=np.int64))
 
     def follow(self, log: UpdateLog) -> int:
         """Applies `log` after the position this snapshot includes, and keeps following it

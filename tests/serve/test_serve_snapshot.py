@@ -286,9 +286,10 @@ def test_a_record_that_does_not_fit_is_skipped_by_every_copy(tmp_path: Path) -> 
     log.append([Upsert(60, VECTORS[0], {"colour": "red"})])
     log.append([Upsert(61, VECTORS[0], {}), Upsert(62, np.ones(3, dtype=np.float32), {})])
     log.append([Upsert(63, VECTORS[0], ["not", "a", "dict"])])  # type: ignore[arg-type]
-    log.append([Upsert(64, VECTORS[0], {"text": "fits"})])
-    assert snapshot.follow(log) == 4
-    assert [i for i in snapshot.row_of if i >= 60] == [64]
+    log.append([Upsert(64, VECTORS[0], {}), Delete((10,)), Upsert(65, VECTORS[0], {"x": 1})])
+    log.append([Upsert(66, VECTORS[0], {"text": "fits"})])
+    assert snapshot.follow(log) == 5
+    assert sorted(snapshot.row_of) == [10, 11, 12, 13, 66]  # a record applies whole or not at all
     with pytest.raises(RuntimeError, match="call follow"):
         Snapshot(str(tmp_path / "snap" / "index")).catch_up()
 
