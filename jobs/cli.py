@@ -31,6 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"refinery: config error:\n{error}", file=sys.stderr)
         return 2
+    except ConnectionError as error:  # a cluster or service that does not answer
+        print(f"refinery: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -7,15 +7,19 @@ import argparse
 from refinery.config import PROFILES
 
 
-def add_config_flags(parser: argparse.ArgumentParser, default_config: str | None = None) -> None:
+def add_config_flags(
+    parser: argparse.ArgumentParser,
+    default_config: str | None = None,
+    default_profile: str | None = None,
+) -> None:
     parser.add_argument(
         "--config", default=default_config, help=f"job config YAML (default: {default_config})"
     )
     parser.add_argument(
         "--profile",
-        default=None,
-        help=f"runtime profile: {' | '.join(PROFILES)} or a YAML path "
-        "(default: cluster when RAY_ADDRESS is set, else local)",
+        default=default_profile,
+        help=f"runtime profile: {' | '.join(PROFILES)} or a YAML path (default: "
+        f"{default_profile or 'cluster when RAY_ADDRESS is set, else local'})",
     )
     parser.add_argument(
         "--set",
@@ -24,4 +28,13 @@ def add_config_flags(parser: argparse.ArgumentParser, default_config: str | None
         default=[],
         metavar="KEY.PATH=VALUE",
         help="override one config value, checked against the config model (repeatable)",
+    )
+
+
+def add_address_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="the cluster's Jobs API, http://HEAD:8265 (default: RAY_API_SERVER_ADDRESS, "
+        "RAY_ADDRESS, then the local head)",
     )

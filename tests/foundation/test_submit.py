@@ -1,0 +1,154 @@
+"""`refinery submit` and `refinery jobs` against a real Ray head started here (`ray start --head`
+on loopback, token authentication on, as Ray 2.60 starts new clusters)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jobs.submit import auth_token
+from pipelines.logs.generate import write_logs
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Ray head of its own; yields its Jobs API address."""
+    dashboard = free_port()
+    command = [
+        str(VENV_BIN / "ray"), "start", "--head", "--block", f"--port={free_port()}",
+        f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1", "--num-cpus=2",
+        "--include-dashboard=true",
+    ]  # fmt: skip
+    # Job drivers run `python` from the head's PATH: this environment's.
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env['PATH']}"
+    log = (tmp_path_factory.mktemp("head") / "head.log").open("w")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True)
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        _wait_for(f"{address}/api/version", process)
+        yield address
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+        log.close()
+
+
+def _wait_for(url: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "ray start --head exited"
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:  # 401 without the token: up and answering
+            return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"{url} did not answer")
+
+
+def refinery(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.cli", *args],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+def submit_logs(head: str, source: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return refinery(
+        "submit", "logs", "--address", head, "--profile", "local",
+        "--set", f"input={source}", "--set", f"output={out}",
+        "--set", f"runtime.storage.root={out.parent / 'state'}", *extra,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_submit_wait_status_logs_and_an_idempotent_retry(head: str, tmp_path: Path) -> None:
+    write_logs(tmp_path / "logs", rows=3000, files=2, seed=5, malformed_rate=0.01)
+    out = tmp_path / "out"
+    done = submit_logs(head, tmp_path / "logs", out, "--submission-id", "nightly-1", "--wait")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("nightly-1: submitted")
+    assert "nightly-1: SUCCEEDED" in done.stderr
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["status"] == "FINISHED" and stats["steps"]["parse"]["quarantined"]
+
+    again = submit_logs(head, tmp_path / "logs", out, "--submission-id", "nightly-1")
+    assert again.returncode == 0 and again.stdout.strip() == "nightly-1: already submitted"
+
+    listed = refinery("jobs", "list", "--address", head).stdout.splitlines()
+    assert [line.split()[:2] for line in listed if "nightly-1" in line] == [
+        ["nightly-1", "SUCCEEDED"]
+    ]
+    status = json.loads(refinery("jobs", "status", "nightly-1", "--address", head).stdout)
+    assert (status["status"], status["job"]) == ("SUCCEEDED", "logs")
+    logs = refinery("jobs", "logs", "nightly-1", "--address", head).stdout
+    assert '"status": "FINISHED"' in logs  # the job's own summary, printed by `refinery run`
+
+
+@pytest.mark.slow
+def test_wait_exits_with_the_jobs_failure(head: str, tmp_path: Path) -> None:
+    failed = submit_logs(head, tmp_path / "missing", tmp_path / "out", "--wait")
+    assert failed.returncode == 1
+    assert "FAILED" in failed.stderr
+
+
+@pytest.mark.slow
+def test_stop_a_running_job(head: str, tmp_path: Path) -> None:
+    write_logs(tmp_path / "logs", rows=1000, files=1, seed=6)
+    submitted = submit_logs(head, tmp_path / "logs", tmp_path / "out", "--submission-id", "stop-me")
+    assert submitted.returncode == 0, submitted.stderr[-3000:]
+    stopped = refinery("jobs", "stop", "stop-me", "--address", head)
+    assert stopped.stdout.strip() == "stop-me: stopping"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = json.loads(refinery("jobs", "status", "stop-me", "--address", head).stdout)
+        if status["status"] in ("STOPPED", "SUCCEEDED", "FAILED"):
+            break
+        time.sleep(1)
+    assert status["status"] == "STOPPED"
+
+
+def test_an_unreachable_cluster_is_one_clear_error() -> None:
+    result = refinery("jobs", "list", "--address", f"http://127.0.0.1:{free_port()}")
+    assert result.returncode == 2
+    assert result.stderr.startswith("refinery: ") and "Traceback" not in result.stderr
+
+
+def test_the_token_is_found_as_ray_finds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    assert auth_token() is None
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("from-home\n")
+    assert auth_token() == "from-home"
+    (tmp_path / "token").write_text("from-path")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "token"))
+    assert auth_token() == "from-path"
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
+    assert auth_token() == "from-env"
