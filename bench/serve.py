@@ -122,7 +122,8 @@ def serve_targets(
     from serve.app import build
 
     port = free_port()
-    ray.init(num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=False)
+    # A new local Ray: without an address ray.init joins one already running on the machine.
+    ray.init(address="local", num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         apps = {

@@ -1,7 +1,7 @@
 """Coalescing of concurrent calls: while one call is in flight, later items wait and go together
 in the next call. Idle, an item goes at once (no batching wait); under load each call carries
-everything that arrived during the previous one, so a per-call cost (a Ray handle call: tens of
-per cent of a request's CPU on a small machine) is paid once per batch, not once per request."""
+everything that arrived during the previous one, so a per-call cost (a scan of the whole index)
+is paid once per batch, not once per request."""
 
 from __future__ import annotations
 

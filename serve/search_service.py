@@ -9,7 +9,10 @@ by one reference swap, so no request is dropped and none is answered from a half
 
 Batching is one layer, a Coalescer (serve/coalesce.py): while a scan runs, the unfiltered
 queries that arrive wait and go together as one matrix in the next scan; a query that finds
-the index idle is scanned at once, with no batch wait.
+the index idle is scanned at once, with no batch wait. Chosen by measurement against no
+batching and against @serve.batch in its place (README, Serve bench): @serve.batch forms its
+next batch while a scan runs, so under load it queues many small batches that each scan the
+whole index.
 """
 
 from __future__ import annotations

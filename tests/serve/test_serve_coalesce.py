@@ -1,4 +1,4 @@
-"""The ingress's call coalescer, on a plain event loop (no Ray)."""
+"""The call coalescer of the search serving class, on a plain event loop (no Ray)."""
 
 from __future__ import annotations
 
