@@ -3,6 +3,7 @@ asks for (text searches, upserts by text, RAG questions): calls on the EmbedderD
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,6 @@ class EmbedService:
         """Asked anew each time: what /readyz probes."""
         return await self._call(self.embedder.describe.remote)
 
-    async def _call(self, send: Any) -> Any:
+    async def _call(self, send: Callable[[], Any]) -> Any:
         # Every call here is idempotent: one whose replica died goes again (serve/retry.py).
         return await call_deployment(send, self.limits.timeout_s, IDEMPOTENT_ATTEMPTS)

@@ -1,6 +1,6 @@
-"""Calls from the ingress to a deployment, under a deadline. An idempotent call (a search, an
-embedding, a describe) goes again when the replica that took it dies: Serve does not resend a
-request whose replica died while answering it, and another replica answers it just as well.
+"""Calls from the ingress to a deployment, under a deadline. An idempotent call (an embedding, a
+describe) goes again when the replica that took it dies: Serve does not resend a request whose
+replica died while answering it, and another replica answers it just as well.
 Updates and LLM generations are never resent: they may have taken effect before the replica
 died, or have started streaming."""
 
