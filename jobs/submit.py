@@ -10,7 +10,6 @@ refuses a reused id, so an existing job of that id is reported instead.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ import yaml
 
 from jobs.batch import BatchJob
 from refinery.config import JobConfig
+from refinery.ray_runtime import auth_token
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
@@ -33,18 +33,6 @@ SHIPPED = ("refinery", "pipelines", "serve", "jobs", "bench", "vectorindex", "co
 _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", "src")
 SUBMITTED_CONFIG = "submitted-config.yaml"
 FINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
-
-
-def auth_token() -> str | None:
-    """Ray's token, looked up as Ray does: RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH names,
-    then ~/.ray/auth_token. None: the cluster is taken to run without authentication."""
-    if token := os.environ.get("RAY_AUTH_TOKEN", "").strip():
-        return token
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
-    try:
-        return Path(path).read_text().strip() or None
-    except OSError:
-        return None
 
 
 def connect(address: str | None) -> JobSubmissionClient:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from refinery.config import RayConfig
@@ -14,6 +15,25 @@ if TYPE_CHECKING:
 def ray_address(cfg: RayConfig) -> str | None:
     """The cluster to join: the config's address, else RAY_ADDRESS, else None (a new local Ray)."""
     return cfg.address or os.environ.get("RAY_ADDRESS") or None
+
+
+def auth_token() -> str | None:
+    """Ray's token, looked up as Ray does: RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH names,
+    then ~/.ray/auth_token. None: the cluster is taken to run without authentication."""
+    if token := os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return token
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def attach_ray(cfg: RayConfig) -> None:
+    """Join the running cluster (the configured one, RAY_ADDRESS, else the one running on this
+    machine, found as `ray status` finds it), never a new one: for commands that inspect or
+    stop what runs. ConnectionError when none is running."""
+    init_ray(cfg, address=ray_address(cfg) or "auto")
 
 
 def init_ray(cfg: RayConfig, **overrides: Any) -> None:
@@ -31,6 +51,8 @@ def init_ray(cfg: RayConfig, **overrides: Any) -> None:
     else:
         kwargs["num_cpus"] = cfg.num_cpus
     kwargs.update(overrides)
+    if kwargs.get("address") and kwargs.get("num_cpus") is None:
+        kwargs.pop("num_cpus", None)  # ray.init refuses it for an existing cluster
     ray.init(**kwargs)
 
 

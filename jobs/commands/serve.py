@@ -1,7 +1,8 @@
 """`refinery serve up|down|status`: the Serve application of configs/serve.yaml on Ray.
 
 On a cluster (RAY_ADDRESS or --profile cluster) `up` deploys and returns; on a local Ray it
-keeps the process (and so the local Ray) alive until Ctrl-C, like `serve run`.
+keeps the process (and so the local Ray) alive until Ctrl-C, like `serve run`. `status` and
+`down` join the running cluster (found as `ray status` finds it) and never start one.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import time
 
 from refinery.config import CONFIG_DIR, ConfigError, load_runtime, read_yaml
-from refinery.ray_runtime import init_ray, ray_address
+from refinery.ray_runtime import attach_ray, init_ray, ray_address
 
 DEFAULT_SERVE_CONFIG = str(CONFIG_DIR / "serve.yaml")
 
@@ -65,7 +66,7 @@ def _up(args: argparse.Namespace) -> int:
 def _down(args: argparse.Namespace) -> int:
     from ray import serve
 
-    init_ray(load_runtime(args.profile).ray)
+    attach_ray(load_runtime(args.profile).ray)
     serve.shutdown()
     print("serve: shut down")
     return 0
@@ -74,7 +75,7 @@ def _down(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from ray import serve
 
-    init_ray(load_runtime(args.profile).ray)
+    attach_ray(load_runtime(args.profile).ray)
     status = serve.status()
     apps = {
         name: {

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.submit import auth_token
 from pipelines.logs.generate import write_logs
+from refinery.ray_runtime import auth_token
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -30,12 +30,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+GCS_PORT = free_port()
+
+
 @pytest.fixture(scope="module")
 def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Ray head of its own; yields its Jobs API address."""
+    """A Ray head of its own (its GCS on GCS_PORT); yields its Jobs API address."""
     dashboard = free_port()
     command = [
-        str(VENV_BIN / "ray"), "start", "--head", "--block", f"--port={free_port()}",
+        str(VENV_BIN / "ray"), "start", "--head", "--block", f"--port={GCS_PORT}",
         f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1", "--num-cpus=2",
         "--include-dashboard=true",
     ]  # fmt: skip
@@ -68,8 +71,12 @@ def _wait_for(url: str, process: subprocess.Popen) -> None:
     raise TimeoutError(f"{url} did not answer")
 
 
-def refinery(*args: str) -> subprocess.CompletedProcess:
+def refinery(*args: str, ray_address: str | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    if ray_address:
+        # A driver joins a token-auth cluster in token mode, which Ray reads from the
+        # environment at import (the Jobs API client sends the token itself).
+        env.update(RAY_ADDRESS=ray_address, RAY_AUTH_MODE="token")
     return subprocess.run(
         [sys.executable, "-m", "jobs.cli", *args],
         env=env, capture_output=True, text=True, timeout=600,
@@ -152,3 +159,16 @@ def test_the_token_is_found_as_ray_finds_it(
     assert auth_token() == "from-path"
     monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
     assert auth_token() == "from-env"
+
+
+@pytest.mark.slow
+def test_serve_status_and_down_attach_to_the_running_cluster(head: str) -> None:
+    gcs = f"127.0.0.1:{GCS_PORT}"
+    status = refinery("serve", "status", ray_address=gcs)
+    assert status.returncode == 0, status.stderr[-3000:]
+    assert json.loads(status.stdout) == {}  # the head's applications: none
+    down = refinery("serve", "down", ray_address=gcs)
+    assert down.returncode == 0 and down.stdout.strip() == "serve: shut down"
+    for result in (status, down):  # each joined the head; neither started a Ray of its own
+        assert f"Using address {gcs}" in result.stderr and "Connected to Ray" in result.stderr
+        assert "Started a local Ray instance" not in result.stderr
