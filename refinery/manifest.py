@@ -87,5 +87,12 @@ class Manifest:
             )
 
 
+def update_log_location(snapshot_dir: str) -> str:
+    """Where a snapshot's real-time updates are logged unless configured: `updates` beside the
+    snapshot folder (DIR/updates for DIR/index), outside the versions a new snapshot replaces."""
+    parent, _, _ = snapshot_dir.rstrip("/").rpartition("/")
+    return f"{parent}/updates" if parent else "updates"
+
+
 def manifest_path(snapshot_dir: str) -> str:
     return f"{snapshot_dir.rstrip('/')}/{MANIFEST_FILE}"

@@ -43,6 +43,11 @@ class IndexUserConfig(StrictModel):
     max_batch_size: int = Field(
         64, ge=1, description="requests whose queries share one scan; 1: no batching"
     )
+    update_log: str | None = Field(
+        None,
+        description="where upserts and deletes are logged (path or URI); None: 'updates' "
+        "beside the snapshot folder",
+    )
 
 
 class IndexConfig(IndexUserConfig):

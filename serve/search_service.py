@@ -18,10 +18,13 @@ whole index.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import numpy as np
 
+from refinery.manifest import update_log_location
+from refinery.update_log import Delete, UpdateLog, Upsert
 from serve.batching import BatchSizeMetric
 from serve.checks import check_items, check_k, check_vectors
 from serve.coalesce import Coalescer
@@ -39,6 +42,7 @@ from serve.protocol import (
 from serve.snapshot import Snapshot
 
 Query = tuple[np.ndarray, int]
+logger = logging.getLogger("ray.serve")
 
 
 class SearchService:
@@ -47,21 +51,39 @@ class SearchService:
     # the proxy and HTTP; one thread then scans at less CPU per query.
     SPLIT_SCAN_MAX_QUERIES = 8
 
+    # How often a replica applies the updates other replicas logged.
+    FOLLOW_INTERVAL_S = 0.25
+
     def __init__(self, embed: EmbedService, limits: LimitsConfig) -> None:
         self.embed = embed
         self.limits = limits
         self.snapshot: Snapshot | None = None
         self.batch_sizes = BatchSizeMetric()
         self._coalescer: Coalescer[Query, list[list[HitDict]]] | None = None
+        self._follower: asyncio.Task | None = None
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         cfg = IndexUserConfig.model_validate(user_config)
         batch = cfg.max_batch_size
         # With batching off (max_batch_size 1) each request scans on its own.
         self._coalescer = Coalescer(self._scan_many, batch) if batch > 1 else None
-        if self.snapshot is None or self.snapshot.path != cfg.snapshot:
-            # Loaded off the event loop: searches keep being answered from the old snapshot.
-            self.snapshot = await asyncio.to_thread(Snapshot, cfg.snapshot)
+        log = cfg.update_log or update_log_location(cfg.snapshot)
+        current = self.snapshot
+        if current is None or (current.path, current.log.location) != (cfg.snapshot, log):
+            # Loaded and brought up to date off the event loop: searches keep being answered
+            # from the old snapshot until the new one has every logged update.
+            self.snapshot = await asyncio.to_thread(_load_following, cfg.snapshot, log)
+        if self._follower is None:
+            self._follower = asyncio.create_task(self._follow())
+
+    async def _follow(self) -> None:
+        """Keep applying what other replicas log, so every replica answers alike."""
+        while True:
+            await asyncio.sleep(self.FOLLOW_INTERVAL_S)
+            try:
+                await asyncio.to_thread(self.snapshot.catch_up)
+            except Exception:  # a storage hiccup: the next round reads on from the same place
+                logger.exception("following the update log %s", self.snapshot.log.location)
 
     def describe(self) -> dict[str, Any]:
         snapshot = self.snapshot
@@ -72,6 +94,8 @@ class SearchService:
             "dimension": manifest.dimension,
             "metric": manifest.metric,
             "count": snapshot.index.ntotal,
+            "update_log": snapshot.log.location,
+            "update_log_position": snapshot.position,
             "largest_batch": self.batch_sizes.largest,
             "batches": self.batch_sizes.batches,
             "batched_queries": self.batch_sizes.items,
@@ -135,15 +159,34 @@ class SearchService:
         deleted, count = await self.apply_delete(np.array(body.ids, dtype=np.int64))
         return UpdateResponse(deleted=deleted, count=count)
 
-    # Where an update takes effect in this replica: the one place that changes the served copy.
+    # Where an update takes effect: logged durably first (the answer waits for it), then
+    # applied here at once; the other replicas apply it from the log.
     async def apply_upsert(self, ids: np.ndarray, vectors: np.ndarray, payloads: list[dict]) -> int:
         """Add or replace vectors with their payloads; the index's count after."""
         snapshot = self.snapshot
-        await asyncio.to_thread(snapshot.upsert, ids, vectors, payloads)
+        snapshot.check_upsert(ids, vectors, payloads)  # only what every copy can apply is logged
+        entries = [
+            Upsert(int(i), vector, payload)
+            for i, vector, payload in zip(ids, vectors, payloads, strict=True)
+        ]
+        await asyncio.to_thread(_log_and_apply, snapshot, entries)
         return snapshot.index.ntotal
 
     async def apply_delete(self, ids: np.ndarray) -> tuple[int, int]:
         """Remove ids (unknown ones ignored); how many went, and the index's count after."""
         snapshot = self.snapshot
-        deleted = await asyncio.to_thread(snapshot.delete, ids)
+        present = snapshot.row_of
+        deleted = sum(int(i) in present for i in ids)
+        await asyncio.to_thread(_log_and_apply, snapshot, [Delete(tuple(int(i) for i in ids))])
         return deleted, snapshot.index.ntotal
+
+
+def _load_following(snapshot_dir: str, log_location: str) -> Snapshot:
+    snapshot = Snapshot(snapshot_dir)
+    snapshot.follow(UpdateLog(log_location))
+    return snapshot
+
+
+def _log_and_apply(snapshot: Snapshot, entries: list[Upsert] | list[Delete]) -> None:
+    snapshot.log.append(entries)
+    snapshot.catch_up()

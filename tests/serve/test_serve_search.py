@@ -15,8 +15,8 @@ import vectorindex
 from refinery.manifest import Manifest
 from serve.config import LimitsConfig
 from serve.embed_service import EmbedService
-from serve.errors import APIError
-from serve.protocol import SearchRequest
+from serve.errors import APIError, SchemaMismatch
+from serve.protocol import DeleteRequest, SearchRequest, UpsertRequest
 from serve.search_service import SearchService
 
 
@@ -102,3 +102,46 @@ def test_a_snapshot_switch_under_searches_moves_every_answer_to_the_new_one(
     assert np.all(np.diff([i == 500 for i in ids]) >= 0)  # never back to the old snapshot
     assert statuses == [400]
     assert search.describe()["snapshot"] == second
+
+
+def test_updates_are_logged_durably_and_every_replica_applies_them(tmp_path: Path) -> None:
+    """Two replicas of one snapshot: an update taken by either reaches both through the log,
+    and a replica started afterwards (a restart) neither loses nor resurrects any."""
+    snapshot = write(tmp_path, 4, 100)
+    config = {"snapshot": snapshot, "max_batch_size": 64}
+    new_vector = [0.0, 0.0, 0.6, 0.8]
+
+    async def ids_near(search: SearchService, vector: list[float]) -> list[int]:
+        answer = await search.answer(SearchRequest(vectors=[vector], k=10))
+        return [hit["id"] for hit in answer["results"][0]]
+
+    async def scenario() -> tuple[list[int], list[int], list[int]]:
+        first, second = service(), service()
+        await first.reconfigure(config)
+        await second.reconfigure(config)
+        await first.upsert(UpsertRequest(items=[{"id": 7, "vector": new_vector}]))
+        deleted = await second.delete(DeleteRequest(ids=[100, 999]))
+        assert (deleted.deleted, deleted.count) == (1, 4)  # 999 was never there
+        await asyncio.sleep(SearchService.FOLLOW_INTERVAL_S * 4)  # both follow the log
+        restarted = service()
+        await restarted.reconfigure(config)
+        return [await ids_near(s, new_vector) for s in (first, second, restarted)]
+
+    answers = asyncio.run(scenario())
+    assert answers[0] == answers[1] == answers[2]
+    assert answers[0][0] == 7 and 100 not in answers[0] and sorted(answers[0]) == [7, 101, 102, 103]
+    assert (tmp_path / "updates").is_dir()  # beside the snapshot folder
+
+
+def test_an_upsert_that_does_not_fit_is_refused_before_it_is_logged(tmp_path: Path) -> None:
+    search = service()
+
+    async def scenario() -> None:
+        await search.reconfigure({"snapshot": write(tmp_path, 4, 100)})
+        with pytest.raises(SchemaMismatch, match="colour"):
+            await search.upsert(
+                UpsertRequest(items=[{"id": 7, "vector": [1, 0, 0, 0], "payload": {"colour": 1}}])
+            )
+
+    asyncio.run(scenario())
+    assert search.snapshot.log.last() == 0
