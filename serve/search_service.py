@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from refinery.manifest import update_log_location
+from refinery.manifest import SnapshotError, update_log_location
 from refinery.update_log import Delete, UpdateLog, Upsert
 from serve.batching import BatchSizeMetric
 from serve.checks import check_items, check_k, check_vectors
@@ -61,6 +61,7 @@ class SearchService:
         self.batch_sizes = BatchSizeMetric()
         self._coalescer: Coalescer[Query, list[list[HitDict]]] | None = None
         self._follower: asyncio.Task | None = None
+        self.refused: dict[str, str] | None = None  # the last snapshot refused, and why
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         cfg = IndexUserConfig.model_validate(user_config)
@@ -72,9 +73,32 @@ class SearchService:
         if current is None or (current.path, current.log.location) != (cfg.snapshot, log):
             # Loaded and brought up to date off the event loop: searches keep being answered
             # from the old snapshot until the new one has every logged update.
-            self.snapshot = await asyncio.to_thread(_load_following, cfg.snapshot, log)
+            loaded = await asyncio.to_thread(_load_following, cfg.snapshot, log)
+            await self._install(loaded)
         if self._follower is None:
             self._follower = asyncio.create_task(self._follow())
+
+    async def _install(self, loaded: Snapshot) -> None:
+        """Serve `loaded` unless its vectors come from another model than the queries: then
+        keep serving the old snapshot and say why (describe, the log); with none to keep,
+        the replica cannot serve and the error stands."""
+        try:
+            await self._check_embedder(loaded)
+        except SnapshotError as error:
+            if self.snapshot is None:
+                raise
+            self.refused = {"snapshot": loaded.path, "reason": str(error)}
+            logger.error("snapshot %s refused, still serving %s: %s",
+                         loaded.path, self.snapshot.path, error)  # fmt: skip
+            return
+        self.snapshot, self.refused = loaded, None
+
+    async def _check_embedder(self, snapshot: Snapshot) -> None:
+        # A snapshot that names no model (vectors from elsewhere) is taken as it is.
+        if self.embed.embedder is None or snapshot.manifest.model is None:
+            return
+        info = await self.embed.info()
+        snapshot.manifest.check_embedder(info["model"], info["dim"])
 
     async def _follow(self) -> None:
         """Keep applying what other replicas log, so every replica answers alike."""
@@ -96,6 +120,7 @@ class SearchService:
             "count": snapshot.index.ntotal,
             "update_log": snapshot.log.location,
             "update_log_position": snapshot.position,
+            "refused": self.refused,
             "largest_batch": self.batch_sizes.largest,
             "batches": self.batch_sizes.batches,
             "batched_queries": self.batch_sizes.items,

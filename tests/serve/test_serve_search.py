@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import vectorindex
-from refinery.manifest import Manifest
+from refinery.manifest import Manifest, SnapshotError
 from serve.config import LimitsConfig
 from serve.embed_service import EmbedService
 from serve.errors import APIError, SchemaMismatch
@@ -20,7 +20,7 @@ from serve.protocol import DeleteRequest, SearchRequest, UpsertRequest
 from serve.search_service import SearchService
 
 
-def write(root: Path, dimension: int, first_id: int) -> str:
+def write(root: Path, dimension: int, first_id: int, model: str | None = None) -> str:
     """A snapshot of `dimension` unit vectors, one per axis, ids from first_id."""
     vectors = np.eye(dimension, dtype=np.float32)
     ids = np.arange(first_id, first_id + dimension, dtype=np.int64)
@@ -32,7 +32,7 @@ def write(root: Path, dimension: int, first_id: int) -> str:
     index.add_with_ids(vectors, ids)
     index.save(str(root / "index" / "index.bin"))
     Manifest(
-        model=None,
+        model=model,
         dimension=dimension,
         metric="ip",
         count=dimension,
@@ -145,3 +145,32 @@ def test_an_upsert_that_does_not_fit_is_refused_before_it_is_logged(tmp_path: Pa
 
     asyncio.run(scenario())
     assert search.snapshot.log.last() == 0
+
+
+class FixedEmbedder(EmbedService):
+    """What the embedder deployment says of itself, without one (its info is asked once)."""
+
+    def __init__(self, model: str, dim: int) -> None:
+        super().__init__(embedder=object(), limits=LimitsConfig())
+        self._info = {"model": model, "dim": dim}
+
+
+def test_a_snapshot_from_another_model_is_refused_and_the_old_one_keeps_serving(
+    tmp_path: Path,
+) -> None:
+    search = SearchService(FixedEmbedder("minilm", 4), LimitsConfig())
+    ours = write(tmp_path / "ours", 4, 100, model="minilm")
+    theirs = write(tmp_path / "theirs", 4, 500, model="e5-small")
+
+    async def scenario() -> dict:
+        await search.reconfigure({"snapshot": ours})
+        await search.reconfigure({"snapshot": theirs})
+        return await search.answer(SearchRequest(vectors=[[1, 0, 0, 0]], k=1))
+
+    assert top_id(asyncio.run(scenario())) == 100
+    refused = search.describe()["refused"]
+    assert refused["snapshot"] == theirs and "'e5-small'" in refused["reason"]
+
+    alone = SearchService(FixedEmbedder("minilm", 4), LimitsConfig())
+    with pytest.raises(SnapshotError, match="refusing this snapshot"):
+        asyncio.run(alone.reconfigure({"snapshot": theirs}))
