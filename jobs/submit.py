@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 SHIPPED = ("refinery", "pipelines", "serve", "jobs", "bench", "vectorindex", "configs")
 _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", "src")
 SUBMITTED_CONFIG = "submitted-config.yaml"
-FINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+AGENT_WAIT_S = 120
 
 
 def connect(address: str | None) -> JobSubmissionClient:
@@ -70,7 +71,8 @@ def submit(
         return known, False
     with shipped_working_dir(cfg) as working_dir:
         try:
-            job_id = client.submit_job(
+            job_id = _submit_when_agent_ready(
+                client,
                 entrypoint=entrypoint(job),
                 runtime_env={"working_dir": str(working_dir)},
                 submission_id=submission_id,
@@ -82,6 +84,19 @@ def submit(
                 return known, False
             raise
     return job_id, True
+
+
+def _submit_when_agent_ready(client: JobSubmissionClient, **job: Any) -> str:
+    """A head that has just started answers the Jobs API before its job agent is up, and
+    refuses submissions until then ("No available agent"): wait for it, within a bound."""
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        try:
+            return client.submit_job(**job)
+        except RuntimeError as error:
+            if "No available agent" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 def _existing(client: JobSubmissionClient, submission_id: str) -> str | None:
