@@ -41,6 +41,10 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         str(VENV_BIN / "ray"), "start", "--head", "--block", f"--port={GCS_PORT}",
         f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1", "--num-cpus=2",
         "--include-dashboard=true",
+        # Ports of its own: the agents' defaults are taken by any other Ray on this machine
+        # (the suite's shared one), and the Jobs API then has "No available agent".
+        f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
     ]  # fmt: skip
     # Job drivers run `python` from the head's PATH: this environment's.
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
