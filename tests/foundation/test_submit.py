@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -59,6 +60,15 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)
         log.close()
+        _forget_address(GCS_PORT)
+
+
+def _forget_address(port: int) -> None:
+    """`ray start` records its cluster for later `ray.init()` calls to join; a stopped head's
+    record would leave them waiting for it (`ray stop` removes it, but stops every Ray here)."""
+    record = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    if record.is_file() and record.read_text().strip().endswith(f":{port}"):
+        record.unlink()
 
 
 def _wait_for(url: str, process: subprocess.Popen) -> None:
