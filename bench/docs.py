@@ -7,7 +7,7 @@
    chunks and the same number of cores: chunks/s, with and without the fixed start-up (the
    actor pool's processes and model load), from runs on two sizes.
 
-Real text: the Python documentation (`../shared/data/python-docs DIR`), each page also
+Real text: the Python documentation (`scripts/python-docs.sh DIR`), each page also
 copied with random word edits (`--copies`), so the corpus has planted near-duplicates.
 Ray is started (and its workers warmed on 20 pages) before any timing; each side is timed
 A B A against the other so a drifting load on a shared machine weighs on both.
@@ -26,7 +26,7 @@ from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--docs", required=True, help="folder from ../shared/data/python-docs")
+    parser.add_argument("--docs", required=True, help="folder made by scripts/python-docs.sh")
     parser.add_argument("--work", default="/tmp/refinery-bench-docs", help="scratch folder")
     parser.add_argument("--copies", type=int, default=2, help="edited copies of each page")
     parser.add_argument("--edit-rate", type=float, default=0.01, help="share of words replaced")
@@ -105,7 +105,7 @@ def main(args: argparse.Namespace) -> int:
     root = Path(args.docs)
     pages = sorted(root.rglob("*.html"))
     if not pages:
-        print(f"no HTML under {args.docs}: run ../shared/data/python-docs {args.docs}")
+        print(f"no HTML under {args.docs}: run scripts/python-docs.sh {args.docs}")
         return 2
     work = Path(args.work)
     files = build_corpus(pages, root, work / "corpus", args.copies, args.edit_rate, args.seed)

@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--docs-dir",
         default=".refinery/python-docs",
-        help="Python docs (made by ../shared/data/python-docs DIR when missing)",
+        help="Python docs (made by scripts/python-docs.sh DIR when missing)",
     )
     parser.add_argument("--embed-only", action="store_true", help="fill the cache and stop")
 
@@ -207,7 +207,7 @@ def doc_texts(docs_dir: Path) -> list[str]:
     import subprocess
 
     if not (docs_dir / "html").is_dir():
-        script = Path(__file__).resolve().parents[2] / "shared" / "data" / "python-docs"
+        script = Path(__file__).resolve().parents[1] / "scripts" / "python-docs.sh"
         subprocess.run(["bash", str(script), str(docs_dir)], check=True)
     texts: dict[str, None] = {}
     for page in sorted((docs_dir / "html").rglob("*.html")):

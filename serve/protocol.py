@@ -1,4 +1,4 @@
-"""Typed request and response bodies of the HTTP API (shapes fixed in DESIGN.md)."""
+"""Typed request and response bodies of the HTTP API (the shapes the README documents)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from refinery.config import RuntimeConfig, StorageConfig, TrackingConfig
 from refinery.tinyllm import build_tiny_llama
 
 # Logical CPUs for the shared test Ray: more than the 2 cores, because Serve ingress replicas
-# and vLLM's placement bundle each reserve a CPU while mostly waiting (DESIGN.md).
+# and vLLM's placement bundle each reserve a CPU while mostly waiting.
 TEST_RAY_CPUS = int(os.environ.get("REFINERY_TEST_RAY_CPUS", "8"))
 
 

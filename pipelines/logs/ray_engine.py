@@ -2,7 +2,7 @@
 partially aggregated inside a Ray Data task; only the small partials come back to be merged.
 
 Ray Data's generic groupby shuffles every row and takes seconds for a handful of groups
-(DESIGN.md, Ray issue 61016); a partial per block is one row per group.
+(Ray issue 61016); a partial per block is one row per group.
 """
 
 from __future__ import annotations

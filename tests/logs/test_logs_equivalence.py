@@ -94,7 +94,7 @@ def reference(log_dir: Path):
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     files = sorted(str(p) for p in log_dir.glob("*.jsonl"))
-    # DuckDB turns malformed lines into rows of NULLs (DESIGN.md); generated lines that are
+    # DuckDB turns malformed lines into rows of NULLs; generated lines that are
     # kept always carry a latency, so this is the set of rows our parser keeps.
     con.execute(
         f"CREATE TABLE logs AS SELECT * FROM read_json({files}, columns={COLUMNS}, "

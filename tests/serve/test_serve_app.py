@@ -35,7 +35,7 @@ def test_vector_search_equals_the_index_searched_directly(served: dict[str, Any]
     got_scores = np.array([[hit["score"] for hit in row] for row in results])
     np.testing.assert_allclose(got_scores, expected_scores, rtol=1e-5)
     assert results[0][0]["payload"]["id"] == "paris"
-    # Exactly the shape of DESIGN.md: no field more or less than the typed response has.
+    # Exactly the documented shape: no field more or less than the typed response has.
     assert SearchResponse.model_validate(response.json()).model_dump() == response.json()
 
 
