@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -185,34 +185,44 @@ def fast_thread_switches() -> Iterator[None]:
     sys.setswitchinterval(before)
 
 
-@pytest.mark.usefixtures("fast_thread_switches")
-def test_filtered_searches_racing_updates_see_whole_states(tmp_path: Path) -> None:
-    snapshot = Snapshot(str(write(tmp_path, IDS)))
+def race(read_once: Callable[[], None], update: Callable[[int], None], rounds: int) -> list:
+    """`read_once` in a loop on another thread while `update(n)` runs `rounds` times here;
+    the errors the reader met (it stops at the first)."""
     errors: list[BaseException] = []
     done = threading.Event()
 
-    def search() -> None:
-        # The filter's half of a search, alone: it reads the rows and their live mask together.
+    def reader() -> None:
         while not done.is_set():
             try:
-                snapshot.allowed_ids({"source": "s0"})
+                read_once()
             except BaseException as error:  # reported by the main thread
                 errors.append(error)
                 return
 
-    reader = threading.Thread(target=search)
-    reader.start()
+    thread = threading.Thread(target=reader)
+    thread.start()
     try:
-        for n in range(2000):
+        for n in range(rounds):
             if errors:
                 break
-            ids = np.array([1000 + n % 20, 10 + n % 4])
-            snapshot.upsert(ids, VECTORS[:2], [{"source": f"s{n % 2}"}, {"source": "s0"}])
-            snapshot.delete(ids[:1])
+            update(n)
     finally:
         done.set()
-        reader.join()
-    assert errors == []
+        thread.join()
+    return errors
+
+
+@pytest.mark.usefixtures("fast_thread_switches")
+def test_filtered_searches_racing_updates_see_whole_states(tmp_path: Path) -> None:
+    snapshot = Snapshot(str(write(tmp_path, IDS)))
+
+    def update(n: int) -> None:
+        ids = np.array([1000 + n % 20, 10 + n % 4])
+        snapshot.upsert(ids, VECTORS[:2], [{"source": f"s{n % 2}"}, {"source": "s0"}])
+        snapshot.delete(ids[:1])
+
+    # The filter's half of a search, alone: it reads the rows and their live mask together.
+    assert race(lambda: snapshot.allowed_ids({"source": "s0"}), update, 2000) == []
 
 
 def test_an_index_file_that_contradicts_its_manifest_is_refused(tmp_path: Path) -> None:
@@ -360,36 +370,21 @@ def test_single_upserts_keep_the_table_in_few_pieces_and_reclaim_replaced_rows(
 @pytest.mark.usefixtures("fast_thread_switches")
 def test_searches_racing_updates_and_compactions_get_their_own_payloads(tmp_path: Path) -> None:
     snapshot = Snapshot(str(write(tmp_path, IDS)))
-    errors: list[BaseException] = []
-    done = threading.Event()
+    # Many lookups per call, so that compactions land between a lookup and its payloads.
+    wanted = [1000 + n % 20 for n in range(2000)]
 
     def search() -> None:
-        # Many lookups per call, so that compactions land between a lookup and its payloads.
-        wanted = [1000 + n % 20 for n in range(2000)]
-        while not done.is_set():
-            try:
-                for hits in snapshot.search(VECTORS, 8):
-                    # A compaction renumbers rows: a hit must never carry another id's payload.
-                    assert all(h["payload"]["text"].split()[1] == str(h["id"]) for h in hits)
-                rows, state = snapshot.rows.resolve(wanted)
-                found = [(i, row) for i, row in zip(wanted, rows, strict=True) if row is not None]
-                taken = state.table["index_id"].take(pa.array([r for _, r in found], pa.int64()))
-                assert taken.to_pylist() == [i for i, _ in found]
-            except BaseException as error:  # reported by the main thread
-                errors.append(error)
-                return
+        for hits in snapshot.search(VECTORS, 8):
+            # A compaction renumbers rows: a hit must never carry another id's payload.
+            assert all(h["payload"]["text"].split()[1] == str(h["id"]) for h in hits)
+        rows, state = snapshot.rows.resolve(wanted)
+        found = [(i, row) for i, row in zip(wanted, rows, strict=True) if row is not None]
+        taken = state.table["index_id"].take(pa.array([r for _, r in found], pa.int64()))
+        assert taken.to_pylist() == [i for i, _ in found]
 
-    reader = threading.Thread(target=search)
-    reader.start()
-    try:
-        for n in range(1500):
-            if errors:
-                break
-            ids = np.array([1000 + n % 20, 10 + n % 4])
-            texts = [{"text": f"doc {i} v{n}"} for i in ids.tolist()]
-            snapshot.upsert(ids, VECTORS[:2], texts)
-            snapshot.delete(ids[:1])
-    finally:
-        done.set()
-        reader.join()
-    assert errors == []
+    def update(n: int) -> None:
+        ids = np.array([1000 + n % 20, 10 + n % 4])
+        snapshot.upsert(ids, VECTORS[:2], [{"text": f"doc {i} v{n}"} for i in ids.tolist()])
+        snapshot.delete(ids[:1])
+
+    assert race(search, update, 1500) == []
