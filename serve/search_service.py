@@ -41,7 +41,9 @@ from serve.protocol import (
 )
 from serve.snapshot import Snapshot
 
-Query = tuple[np.ndarray, int]
+# A query carries the snapshot it was checked against: a switch while it waits in the
+# Coalescer must not scan it on a snapshot of another dimension.
+Query = tuple[Snapshot, np.ndarray, int]
 logger = logging.getLogger("ray.serve")
 
 
@@ -139,18 +141,30 @@ class SearchService:
     async def search(
         self, vectors: np.ndarray, k: int, payload_filter: PayloadFilter | None = None
     ) -> list[list[HitDict]]:
-        """Per query vector, its k best hits (the RAG flow retrieves through this too)."""
+        """Per query vector, its k best hits (the RAG flow retrieves through this too), from
+        the snapshot serving now: the one the vectors were checked against."""
+        snapshot = self.snapshot
         if payload_filter:
             # A filter restricts the candidates per request: such a search scans on its own.
-            snapshot = self.snapshot
             return await asyncio.to_thread(snapshot.search, vectors, k, payload_filter)
         if self._coalescer is None:
-            return (await self._scan_many([(vectors, k)]))[0]
-        return await self._coalescer.submit((vectors, k))
+            return (await self._scan_many([(snapshot, vectors, k)]))[0]
+        return await self._coalescer.submit((snapshot, vectors, k))
 
     async def _scan_many(self, queries: list[Query]) -> list[list[list[HitDict]]]:
-        """Several requests' unfiltered queries in one scan, split back per request."""
-        snapshot = self.snapshot
+        """Several requests' unfiltered queries, one scan per snapshot among them (one, but
+        across a switch), split back per request."""
+        answers: list[list[list[HitDict]] | None] = [None] * len(queries)
+        for snapshot in {id(q[0]): q[0] for q in queries}.values():
+            mine = [i for i, q in enumerate(queries) if q[0] is snapshot]
+            hits = await self._scan(snapshot, [queries[i][1:] for i in mine])
+            for i, answer in zip(mine, hits, strict=True):
+                answers[i] = answer
+        return answers
+
+    async def _scan(
+        self, snapshot: Snapshot, queries: list[tuple[np.ndarray, int]]
+    ) -> list[list[list[HitDict]]]:
         matrix = np.ascontiguousarray(np.concatenate([v for v, _ in queries]), dtype=np.float32)
         k_max = max(k for _, k in queries)
         self.batch_sizes.observe(len(matrix))

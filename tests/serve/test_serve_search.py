@@ -4,6 +4,7 @@ snapshot switch while searches run, to a snapshot of another dimension."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from serve.embed_service import EmbedService
 from serve.errors import APIError, SchemaMismatch
 from serve.protocol import DeleteRequest, SearchRequest, UpsertRequest
 from serve.search_service import SearchService
+from serve.snapshot import Snapshot
 
 
 def write(root: Path, dimension: int, first_id: int, model: str | None = None) -> str:
@@ -101,6 +103,37 @@ def test_a_snapshot_switch_under_searches_moves_every_answer_to_the_new_one(
     assert ids[0] == 100 and ids[-1] == 500 and set(ids) == {100, 500}
     assert np.all(np.diff([i == 500 for i in ids]) >= 0)  # never back to the old snapshot
     assert statuses == [400]
+    assert search.describe()["snapshot"] == second
+
+
+def test_queries_waiting_for_a_scan_across_a_switch_are_scanned_on_the_snapshot_they_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    search = service()
+    first = write(tmp_path / "first", 4, 100)
+    second = write(tmp_path / "second", 8, 500)
+    scan_started, release_scan = threading.Event(), threading.Event()
+    unheld_search = Snapshot.search
+
+    def held_search(self: Snapshot, *args: object) -> list:
+        scan_started.set()
+        release_scan.wait(timeout=30)  # the first scan holds until the switch is done
+        return unheld_search(self, *args)
+
+    async def scenario() -> list[dict]:
+        await search.reconfigure({"snapshot": first, "max_batch_size": 64})
+        monkeypatch.setattr(Snapshot, "search", held_search)
+        body = SearchRequest(vectors=[np.eye(4)[0].tolist()], k=1)
+        scanning = asyncio.ensure_future(search.answer(body))
+        await asyncio.to_thread(scan_started.wait, 30)
+        waiting = [asyncio.ensure_future(search.answer(body)) for _ in range(5)]
+        await asyncio.sleep(0)  # checked against dimension 4, queued behind the scan
+        await search.reconfigure({"snapshot": second, "max_batch_size": 64})
+        release_scan.set()
+        return await asyncio.gather(scanning, *waiting)
+
+    answers = asyncio.run(scenario())
+    assert [top_id(a) for a in answers] == [100] * 6
     assert search.describe()["snapshot"] == second
 
 
