@@ -9,8 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from refinery.manifest import Manifest
-
 SEED = 0
 
 
@@ -33,34 +31,19 @@ def payload_columns(n: int) -> dict[str, list[str]]:
 
 
 def ensure_snapshot(root: Path, n: int, d: int) -> Path:
-    """Write (once; later runs reuse it) the snapshot under root/index and vectors.npy."""
+    """Write (once; later runs reuse it) the snapshot under root/index, by the document
+    pipeline's writer, and vectors.npy."""
     index_dir = root / "index"
     if (index_dir / "manifest.json").exists() and (root / "vectors.npy").exists():
         return index_dir
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    import vectorindex
+    from pipelines.documents.write import write_snapshot
 
     vectors = corpus(n, d)
-    ids = np.arange(n, dtype=np.int64)
-    (root / "documents").mkdir(parents=True, exist_ok=True)
-    index_dir.mkdir(exist_ok=True)
-    table = pa.table({"index_id": ids, **payload_columns(n)})
-    pq.write_table(table, root / "documents" / "part-0.parquet")
-    index = vectorindex.IndexFlatIP(d)
-    index.add_with_ids(vectors, ids)
-    index.save(str(index_dir / "index.bin"))
+    documents = pa.table({"index_id": np.arange(n, dtype=np.int64), **payload_columns(n)})
+    write_snapshot(str(root), documents, vectors)
     np.save(root / "vectors.npy", vectors)
-    manifest = Manifest(
-        model=None,
-        dimension=d,
-        metric="ip",
-        count=n,
-        index=str(index_dir / "index.bin"),
-        documents=str(root / "documents"),
-    )
-    manifest.write(str(index_dir))  # last: its presence marks a complete snapshot
     return index_dir
 
 

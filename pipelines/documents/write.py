@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from pipelines.documents import qdrant
 from pipelines.documents.config import WriteConfig
@@ -104,29 +105,91 @@ class IndexWriter:
                             destination_filesystem=fs)  # fmt: skip
 
 
+class SnapshotWriter:
+    """One new version of a snapshot under `out`: the caller writes the documents' Parquet
+    into `documents` and passes each batch to `add` (fingerprint, index); `publish` writes
+    the index and the manifest and switches DIR/index/manifest.json to this version."""
+
+    def __init__(self, out: str, dimension: int | None, model: str | None, metric: str,
+                 with_index: bool = True) -> None:  # fmt: skip
+        self.out = out.rstrip("/")
+        self.version = new_version()
+        self.documents = f"{self.out}/documents/{self.version}"
+        self.dimension = dimension
+        self.model = model if dimension is not None else None
+        self.metric = metric
+        self.index = IndexWriter(dimension) if dimension is not None and with_index else None
+        self.fingerprint = Fingerprint()
+
+    def add(self, table: pa.Table) -> None:
+        self.fingerprint.add(table)
+        if self.index is not None:
+            self.index.add(table)
+
+    @property
+    def index_path(self) -> str | None:
+        return f"{self.out}/index/{self.version}/index.bin" if self.index is not None else None
+
+    def publish(self, count: int) -> str:
+        """The published manifest's path; other versions are removed after the switch."""
+        if self.index is not None:
+            self.index.save(self.index_path)
+        snapshot = Manifest(
+            model=self.model,
+            dimension=self.dimension,
+            metric=self.metric,
+            count=count,
+            corpus_fingerprint=self.fingerprint.hexdigest(),
+            created_at=datetime.now(UTC).isoformat(),
+            index=self.index_path,
+            documents=self.documents,
+            version=self.version,
+        )
+        snapshot.write(f"{self.out}/index/{self.version}")  # the version's own record
+        manifest = snapshot.write(f"{self.out}/index")  # published: the one atomic switch
+        remove_other_versions(f"{self.out}/documents", self.version)
+        remove_other_versions(f"{self.out}/index", self.version)
+        return manifest
+
+
+def write_snapshot(out: str, documents: pa.Table, vectors: np.ndarray,
+                   model: str | None = None, metric: str = "ip") -> str:  # fmt: skip
+    """A snapshot of `documents` (`id`, `text`, payload columns; `index_id` derived from `id`
+    unless given) and their vectors, one row each, published under `out` by the writer the
+    documents job uses; returns the snapshot directory (OUT/index) the Serve loader takes."""
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel())
+    column = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
+    table = documents.append_column("vector", column)
+    if "index_id" not in table.column_names:
+        table = _add_index_id(table)
+    writer = SnapshotWriter(out, vectors.shape[1], model, metric)
+    fs, inner = resolve(writer.documents)
+    fs.create_dir(inner, recursive=True)
+    pq.write_table(table, f"{inner}/part-0.parquet", filesystem=fs)
+    writer.add(table)
+    writer.publish(len(table))
+    return f"{writer.out}/index"
+
+
 def write_outputs(ds: Dataset, cfg: WriteConfig, ctx: RunContext) -> dict[str, Any]:
     """Write everything; returns the output paths and the manifest."""
     out = ctx.output.rstrip("/")
-    version = new_version()
-    documents = f"{out}/documents/{version}"
     with ctx.stats.timed("write") as step:
         rows = ds.map_batches(_add_index_id, batch_format="pyarrow").materialize()
         step.rows_in += rows.count()
-        rows.write_parquet(documents)
         has_vectors = "vector" in rows.schema().names
         dim = _dimension(rows) if has_vectors else None
-        index = IndexWriter(dim) if has_vectors and cfg.index else None
+        model = ctx.runtime.embedding.model
+        writer = SnapshotWriter(out, dim, model, cfg.metric, with_index=cfg.index)
+        rows.write_parquet(writer.documents)
         client = None
         if has_vectors and ctx.runtime.qdrant.enabled:
             client = connect(ctx.runtime.qdrant, ctx.runtime.storage.root)
             qdrant.ensure_collection(client, ctx.runtime.qdrant.collection, dim)
-        fingerprint = Fingerprint()
         upserted = 0
         try:
             for table in rows.iter_batches(batch_format="pyarrow", batch_size=4096):
-                fingerprint.add(table)
-                if index is not None:
-                    index.add(table)
+                writer.add(table)
                 if client is not None:
                     upserted += qdrant.upsert(
                         client, ctx.runtime.qdrant.collection, [table],
@@ -136,28 +199,11 @@ def write_outputs(ds: Dataset, cfg: WriteConfig, ctx: RunContext) -> dict[str, A
             if client is not None:
                 client.close()
         step.rows_out += step.rows_in
-        index_path = f"{out}/index/{version}/index.bin" if index is not None else None
-        if index is not None:
-            index.save(index_path)
-        snapshot = Manifest(
-            model=ctx.runtime.embedding.model if has_vectors else None,
-            dimension=dim,
-            metric=cfg.metric,
-            count=step.rows_in,
-            corpus_fingerprint=fingerprint.hexdigest(),
-            created_at=datetime.now(UTC).isoformat(),
-            index=index_path,
-            documents=documents,
-            version=version,
-        )
-        snapshot.write(f"{out}/index/{version}")  # the version's own record
-        manifest = snapshot.write(f"{out}/index")  # published: the one atomic switch
-        remove_other_versions(f"{out}/documents", version)
-        remove_other_versions(f"{out}/index", version)
+        manifest = writer.publish(step.rows_in)
     return {
         "documents": f"{out}/documents",
         "manifest": manifest,
-        "index": index_path,
+        "index": writer.index_path,
         "qdrant": {"collection": ctx.runtime.qdrant.collection, "points": upserted}
         if client is not None
         else None,

@@ -10,11 +10,10 @@ from typing import Any
 import httpx
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from pipelines.documents.write import write_snapshot as write_snapshot_of
 from refinery.config import EmbeddingConfig
 from refinery.embedding import load_embedder
-from refinery.manifest import Manifest
 
 APP = "refinery-test"
 MODEL_ID = "tiny-test"
@@ -35,41 +34,23 @@ DOCS = [
 def write_snapshot(
     root: Path, first_id: int = 100, extra: dict[str, list] | None = None
 ) -> tuple[Path, np.ndarray]:
-    """A snapshot as the document pipeline writes it: Parquet documents, index, manifest;
-    `extra`: more payload columns, a value per document."""
-    import vectorindex
-
+    """A snapshot written by the document pipeline's writer; `extra`: more payload columns, a
+    value per document."""
     vectors = (
         load_embedder(EmbeddingConfig())
         .encode([text for _, _, text in DOCS], normalize_embeddings=True)
         .astype(np.float32)
     )
-    ids = np.arange(first_id, first_id + len(DOCS), dtype=np.int64)
-    (root / "documents").mkdir(parents=True)
-    (root / "index").mkdir()
     table = pa.table(
         {
             "id": [name for name, _, _ in DOCS],
-            "index_id": ids,
+            "index_id": np.arange(first_id, first_id + len(DOCS), dtype=np.int64),
             "topic": [topic for _, topic, _ in DOCS],
             "text": [text for _, _, text in DOCS],
-            "vector": list(vectors),
             **(extra or {}),
         }
     )
-    pq.write_table(table, root / "documents" / "part-0.parquet")
-    index = vectorindex.IndexFlatIP(vectors.shape[1])
-    index.add_with_ids(vectors, ids)
-    index.save(str(root / "index" / "index.bin"))
-    Manifest(
-        model="all-MiniLM-L6-v2",
-        dimension=int(vectors.shape[1]),
-        metric="ip",
-        count=len(DOCS),
-        index=str(root / "index" / "index.bin"),
-        documents=str(root / "documents"),
-    ).write(str(root / "index"))
-    return root / "index", vectors
+    return Path(write_snapshot_of(str(root), table, vectors, model="all-MiniLM-L6-v2")), vectors
 
 
 def free_port() -> int:

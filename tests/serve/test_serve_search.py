@@ -9,11 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-import vectorindex
-from refinery.manifest import Manifest, SnapshotError
+from pipelines.documents.write import write_snapshot
+from refinery.manifest import SnapshotError
 from serve.config import LimitsConfig
 from serve.embed_service import EmbedService
 from serve.errors import APIError, SchemaMismatch
@@ -23,25 +22,17 @@ from serve.snapshot import Snapshot
 
 
 def write(root: Path, dimension: int, first_id: int, model: str | None = None) -> str:
-    """A snapshot of `dimension` unit vectors, one per axis, ids from first_id."""
-    vectors = np.eye(dimension, dtype=np.float32)
+    """A snapshot of `dimension` unit vectors, one per axis, ids from first_id, written by the
+    document pipeline's writer."""
     ids = np.arange(first_id, first_id + dimension, dtype=np.int64)
-    (root / "documents").mkdir(parents=True)
-    (root / "index").mkdir()
-    table = pa.table({"index_id": ids, "text": [f"doc {i}" for i in ids]})
-    pq.write_table(table, root / "documents" / "part-0.parquet")
-    index = vectorindex.IndexFlatIP(dimension)
-    index.add_with_ids(vectors, ids)
-    index.save(str(root / "index" / "index.bin"))
-    Manifest(
-        model=model,
-        dimension=dimension,
-        metric="ip",
-        count=dimension,
-        index=str(root / "index" / "index.bin"),
-        documents=str(root / "documents"),
-    ).write(str(root / "index"))
-    return str(root / "index")
+    table = pa.table(
+        {
+            "id": [f"doc-{i}" for i in ids],
+            "index_id": ids,
+            "text": [f"doc {i}" for i in ids],
+        }
+    )
+    return write_snapshot(str(root), table, np.eye(dimension, dtype=np.float32), model)
 
 
 def service() -> SearchService:

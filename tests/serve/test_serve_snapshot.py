@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import vectorindex
+from pipelines.documents.write import write_snapshot
 from refinery.manifest import Manifest
 from refinery.update_log import Delete, UpdateLog, Upsert
 from serve.errors import SchemaMismatch
@@ -26,34 +26,22 @@ VECTORS = np.eye(4, dtype=np.float32)
 IDS = np.array([10, 11, 12, 13], dtype=np.int64)
 
 
-def write(root: Path, document_ids: np.ndarray, extra: dict | None = None) -> Path:
-    (root / "documents").mkdir(parents=True)
-    (root / "index").mkdir()
+def write(root: Path, extra: dict | None = None) -> Path:
+    """Four documents, one unit vector each, written by the document pipeline's writer."""
     table = pa.table(
         {
-            "index_id": document_ids,
-            "source": [f"s{i % 2}" for i in document_ids],
-            "text": [f"doc {i}" for i in document_ids],
+            "id": [f"doc-{i}" for i in IDS],
+            "index_id": IDS,
+            "source": [f"s{i % 2}" for i in IDS],
+            "text": [f"doc {i}" for i in IDS],
             **(extra or {}),
         }
     )
-    pq.write_table(table, root / "documents" / "part-0.parquet")
-    index = vectorindex.IndexFlatIP(4)
-    index.add_with_ids(VECTORS, IDS)
-    index.save(str(root / "index" / "index.bin"))
-    Manifest(
-        model=None,
-        dimension=4,
-        metric="ip",
-        count=len(document_ids),
-        index=str(root / "index" / "index.bin"),
-        documents=str(root / "documents"),
-    ).write(str(root / "index"))
-    return root / "index"
+    return Path(write_snapshot(str(root), table, VECTORS))
 
 
 def test_hits_carry_their_payloads_and_filters_restrict_them(tmp_path: Path) -> None:
-    snapshot = Snapshot(str(write(tmp_path, IDS)))
+    snapshot = Snapshot(str(write(tmp_path)))
     [hits] = snapshot.search(VECTORS[1:2], 2)
     assert [(h["id"], h["score"], h["payload"]["text"]) for h in hits] == [
         (11, 1.0, "doc 11"),
@@ -62,13 +50,18 @@ def test_hits_carry_their_payloads_and_filters_restrict_them(tmp_path: Path) -> 
     [hits] = snapshot.search(VECTORS[1:2], 4, {"source": "s0"})
     assert sorted(h["id"] for h in hits) == [10, 12]
     assert snapshot.search(VECTORS[:2], 3, {"source": ["none"]}) == [[], []]
-    with pytest.raises(SchemaMismatch, match="unknown filter field.*colour; known: source, text"):
+    with pytest.raises(
+        SchemaMismatch, match="unknown filter field.*colour; known: id, source, text"
+    ):
         snapshot.search(VECTORS[:1], 1, {"colour": "red"})
 
 
 def test_index_ids_without_documents_are_rejected_at_load(tmp_path: Path) -> None:
+    documents = Manifest.read(str(write(tmp_path))).documents
+    (part,) = Path(documents).iterdir()
+    pq.write_table(pq.read_table(part).slice(0, 3), part)  # one document lost
     with pytest.raises(SnapshotError, match="no document row for 1 index ids"):
-        Snapshot(str(write(tmp_path, IDS[:3])))
+        Snapshot(str(tmp_path / "index"))
 
 
 def test_missing_manifest_names_the_file(tmp_path: Path) -> None:
@@ -77,7 +70,7 @@ def test_missing_manifest_names_the_file(tmp_path: Path) -> None:
 
 
 def test_upsert_replaces_and_adds_and_filters_see_the_new_payloads(tmp_path: Path) -> None:
-    snapshot = Snapshot(str(write(tmp_path, IDS)))
+    snapshot = Snapshot(str(write(tmp_path)))
     new = np.array([[0, 1, 0, 0], [0, 0, 0, 0.5]], dtype=np.float32)
     snapshot.upsert(np.array([10, 20]), new, [{"source": "s9", "text": "moved"}, {"text": "new"}])
     [hits] = snapshot.search(VECTORS[1:2], 2)
@@ -86,13 +79,16 @@ def test_upsert_replaces_and_adds_and_filters_see_the_new_payloads(tmp_path: Pat
     [hits] = snapshot.search(VECTORS[3:4], 5, {"source": "s0"})
     assert sorted(h["id"] for h in hits) == [12]  # 10 left s0 when it was replaced
     [hits] = snapshot.search(VECTORS[3:4], 1)
-    assert (hits[0]["id"], hits[0]["payload"]) == (13, {"source": "s1", "text": "doc 13"})
+    assert (hits[0]["id"], hits[0]["payload"]) == (
+        13,
+        {"id": "doc-13", "source": "s1", "text": "doc 13"},
+    )
     [hits] = snapshot.search(VECTORS[3:4], 5, {"text": "new"})
     assert [(h["id"], h["payload"]["source"]) for h in hits] == [(20, None)]
 
 
 def test_deleted_ids_never_come_back(tmp_path: Path) -> None:
-    snapshot = Snapshot(str(write(tmp_path, IDS)))
+    snapshot = Snapshot(str(write(tmp_path)))
     assert snapshot.delete(np.array([11, 99])) == 1
     [hits] = snapshot.search(VECTORS[1:2], 4)
     assert sorted(h["id"] for h in hits) == [10, 12, 13]
@@ -100,14 +96,16 @@ def test_deleted_ids_never_come_back(tmp_path: Path) -> None:
 
 
 def test_upsert_rejects_payloads_that_do_not_fit(tmp_path: Path) -> None:
-    snapshot = Snapshot(str(write(tmp_path, IDS)))
+    snapshot = Snapshot(str(write(tmp_path)))
     one = np.ones((1, 4), dtype=np.float32)
     with pytest.raises(SchemaMismatch, match="unknown payload field.*colour"):
         snapshot.check_upsert(np.array([30]), one, [{"colour": "red"}])
     with pytest.raises(SchemaMismatch, match=r"shape \(1, 3\) for 1 ids; .* dimension 4"):
         snapshot.check_upsert(np.array([30]), one[:, :3], [{}])
     snapshot.check_upsert(np.array([30]), one, [{"text": "fits"}])
-    with pytest.raises(SchemaMismatch, match="unknown payload field.*colour; known: source, text"):
+    with pytest.raises(
+        SchemaMismatch, match="unknown payload field.*colour; known: id, source, text"
+    ):
         snapshot.upsert(np.array([30]), one, [{"colour": "red"}])
     with pytest.raises(SchemaMismatch, match="does not match the snapshot's columns"):
         snapshot.upsert(np.array([30]), one, [{"text": ["not", "a", "string"]}])
@@ -123,7 +121,7 @@ def typed(tmp_path: Path) -> Snapshot:
         "draft": [True, False, True, False],
         "tags": [["a"], ["b"], [], ["a", "b"]],
     }
-    return Snapshot(str(write(tmp_path, IDS, extra)))
+    return Snapshot(str(write(tmp_path, extra)))
 
 
 @pytest.mark.parametrize(
@@ -167,7 +165,7 @@ def test_filter_values_of_another_type_are_refused(
 
 
 def test_an_emptied_index_has_no_hits(tmp_path: Path) -> None:
-    snapshot = Snapshot(str(write(tmp_path, IDS)))
+    snapshot = Snapshot(str(write(tmp_path)))
     assert snapshot.delete(IDS) == 4
     assert snapshot.search(VECTORS[:2], 3) == [[], []]
     assert snapshot.search(VECTORS[:1], 3, {"source": "s0"}) == [[]]
@@ -214,7 +212,7 @@ def race(read_once: Callable[[], None], update: Callable[[int], None], rounds: i
 
 @pytest.mark.usefixtures("fast_thread_switches")
 def test_filtered_searches_racing_updates_see_whole_states(tmp_path: Path) -> None:
-    snapshot = Snapshot(str(write(tmp_path, IDS)))
+    snapshot = Snapshot(str(write(tmp_path)))
 
     def update(n: int) -> None:
         ids = np.array([1000 + n % 20, 10 + n % 4])
@@ -226,7 +224,7 @@ def test_filtered_searches_racing_updates_see_whole_states(tmp_path: Path) -> No
 
 
 def test_an_index_file_that_contradicts_its_manifest_is_refused(tmp_path: Path) -> None:
-    snapshot_dir = write(tmp_path, IDS)
+    snapshot_dir = write(tmp_path)
     manifest = Manifest.read(str(snapshot_dir))
     Manifest(**{**manifest.__dict__, "dimension": 8}).write(str(snapshot_dir))
     with pytest.raises(SnapshotError, match="index has dimension 4 .* the manifest says 8"):
@@ -247,7 +245,7 @@ def answers(snapshot: Snapshot) -> list:
 
 
 def test_two_copies_following_one_log_answer_identically(tmp_path: Path) -> None:
-    snapshot_dir = str(write(tmp_path / "snap", IDS))
+    snapshot_dir = str(write(tmp_path / "snap"))
     log = UpdateLog(str(tmp_path / "log"))
     early, late = Snapshot(snapshot_dir), Snapshot(snapshot_dir)
     early.follow(log)
@@ -264,7 +262,7 @@ def test_two_copies_following_one_log_answer_identically(tmp_path: Path) -> None
 
 
 def test_applying_entries_again_changes_nothing(tmp_path: Path) -> None:
-    snapshot = Snapshot(str(write(tmp_path, IDS)))
+    snapshot = Snapshot(str(write(tmp_path)))
     burst = [entry for n in range(40) for entry in entries_for(n)]
     snapshot.apply(burst)
     once = answers(snapshot)
@@ -277,7 +275,7 @@ def test_applying_entries_again_changes_nothing(tmp_path: Path) -> None:
 
 
 def test_the_log_is_applied_after_the_position_the_manifest_records(tmp_path: Path) -> None:
-    snapshot_dir = write(tmp_path / "snap", IDS)
+    snapshot_dir = write(tmp_path / "snap")
     log = UpdateLog(str(tmp_path / "log"))
     log.append([Upsert(50, VECTORS[0], {"text": "in the snapshot"})])
     log.append([Delete((11,)), Upsert(51, VECTORS[1], {"text": "after it"})])
@@ -291,7 +289,7 @@ def test_the_log_is_applied_after_the_position_the_manifest_records(tmp_path: Pa
 
 
 def test_a_record_that_does_not_fit_is_skipped_by_every_copy(tmp_path: Path) -> None:
-    snapshot = Snapshot(str(write(tmp_path / "snap", IDS)))
+    snapshot = Snapshot(str(write(tmp_path / "snap")))
     log = UpdateLog(str(tmp_path / "log"))
     log.append([Upsert(60, VECTORS[0], {"colour": "red"})])
     log.append([Upsert(61, VECTORS[0], {}), Upsert(62, np.ones(3, dtype=np.float32), {})])
@@ -320,7 +318,7 @@ def _stream_updates(location: str, acked: str) -> None:
 def test_a_writer_killed_while_updates_stream_loses_and_resurrects_nothing(
     tmp_path: Path,
 ) -> None:
-    snapshot_dir = str(write(tmp_path / "snap", IDS))
+    snapshot_dir = str(write(tmp_path / "snap"))
     location, acked = str(tmp_path / "log"), tmp_path / "acked"
     following = Snapshot(snapshot_dir)
     following.follow(UpdateLog(location))
@@ -350,7 +348,7 @@ def test_a_writer_killed_while_updates_stream_loses_and_resurrects_nothing(
 def test_single_upserts_keep_the_table_in_few_pieces_and_reclaim_replaced_rows(
     tmp_path: Path,
 ) -> None:
-    snapshot = Snapshot(str(write(tmp_path, IDS)))
+    snapshot = Snapshot(str(write(tmp_path)))
     one = VECTORS[:1]
     for n in range(2000):
         snapshot.upsert(np.array([100 + n]), one, [{"text": f"doc {n}"}])
@@ -369,7 +367,7 @@ def test_single_upserts_keep_the_table_in_few_pieces_and_reclaim_replaced_rows(
 
 @pytest.mark.usefixtures("fast_thread_switches")
 def test_searches_racing_updates_and_compactions_get_their_own_payloads(tmp_path: Path) -> None:
-    snapshot = Snapshot(str(write(tmp_path, IDS)))
+    snapshot = Snapshot(str(write(tmp_path)))
     # Many lookups per call, so that compactions land between a lookup and its payloads.
     wanted = [1000 + n % 20 for n in range(2000)]
 
