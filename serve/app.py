@@ -34,6 +34,6 @@ def build(args: dict[str, Any]) -> Application:
     ingress = Ingress.options(
         num_replicas=cfg.ingress.num_replicas,
         ray_actor_options={"num_cpus": cfg.ingress.num_cpus},
-        user_config=cfg.index.user_config() if cfg.index.snapshot else None,
+        user_config=cfg.ingress_user_config(),
     )
     return ingress.bind(cfg.model_dump(mode="json"), embedder, llm, llm_path)

@@ -53,8 +53,24 @@ class IndexUserConfig(StrictModel):
 class IndexConfig(IndexUserConfig):
     snapshot: str | None = Field(None, description="index snapshot directory (path or URI)")
 
-    def user_config(self) -> dict:
-        return self.model_dump()
+
+class CanaryConfig(StrictModel):
+    """The canary arm: the version under rollout and the share of requests it answers. Its
+    index snapshot is searched in the same replicas as the stable one and follows the same
+    update log, so choosing an arm adds no hop."""
+
+    version: str = Field(description="reported in X-Refinery-Version when the canary answers")
+    snapshot: str | None = Field(None, description="the canary's index snapshot (path or URI)")
+    weight: int = Field(0, ge=0, le=100, description="percent of requests the canary answers")
+
+
+class IngressUserConfig(StrictModel):
+    """The ingress's user_config: redeploying new values (a snapshot, a batch size, a canary
+    or its weight) applies them without restarting a replica."""
+
+    version: str = Field(description="the stable arm's version")
+    index: IndexUserConfig | None = None
+    canary: CanaryConfig | None = None
 
 
 class IngressConfig(StrictModel):
@@ -95,7 +111,7 @@ class RAGConfig(StrictModel):
 
 
 class ServeAppConfig(StrictModel):
-    version: str = Field("v1", description="reported in X-Refinery-Version on every response")
+    version: str = Field("v1", description="the stable version, reported in X-Refinery-Version")
     api_keys: list[str] = Field(
         default_factory=list, description=f"bearer keys; empty: {API_KEYS_ENV}, else no auth"
     )
@@ -111,6 +127,11 @@ class ServeAppConfig(StrictModel):
         description="enabled: /v1/rag retrieves from this Qdrant collection, not the native index",
     )
     storage_root: str = Field(".refinery", description="where the 'tiny' model is built")
+    canary: CanaryConfig | None = Field(None, description="None: every request to stable")
+
+    def ingress_user_config(self) -> dict:
+        index = IndexUserConfig(**self.index.model_dump()) if self.index.snapshot else None
+        return IngressUserConfig(version=self.version, index=index, canary=self.canary).model_dump()
 
     def resolved_api_keys(self) -> frozenset[str]:
         if self.api_keys:

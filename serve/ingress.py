@@ -2,8 +2,9 @@
 size), parses the typed request, and hands it to the serving class of its endpoint family:
 search and updates (serve/search_service.py: the index lives in this replica), embeddings
 (serve/embed_service.py), the OpenAI API (serve/openai_api.py) and RAG (serve/rag_service.py).
-It answers JSON (or SSE) with the serving version in X-Refinery-Version, and every error as a
-JSON error (serve/errors.py)."""
+It answers JSON (or SSE) with the serving version in X-Refinery-Version and the replica that
+answered in X-Refinery-Replica (Serve's replica id: each replica holds its own copy of the
+index), and every error as a JSON error (serve/errors.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,14 @@ from pydantic import BaseModel, ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serve.config import ServeAppConfig
+from serve.canary.split import (
+    CANARY,
+    FORCE_ARM_HEADER,
+    ROUTE_KEY_HEADER,
+    STABLE,
+    choose_arm,
+)
+from serve.config import IngressUserConfig, ServeAppConfig
 from serve.embed_service import EmbedService
 from serve.errors import APIError, SchemaMismatch, bad_request, from_validation, server_error
 from serve.guard import (
@@ -106,7 +114,10 @@ class Ingress:
         llm_path: str | None = None,
     ) -> None:
         self.cfg = ServeAppConfig.model_validate(config)
+        # Which versions answer, and in what shares: set by reconfigure() from user_config.
+        self.routing = IngressUserConfig.model_validate(self.cfg.ingress_user_config())
         self.keys = self.cfg.resolved_api_keys()
+        self.replica = serve.get_replica_context().replica_id.unique_id
         _warn_if_open(self.keys)
         self.limiter = RateLimiter(self.cfg.limits.requests_per_s, self.cfg.limits.burst)
         self.metrics = RequestMetrics()
@@ -122,7 +133,11 @@ class Ingress:
         )
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
-        await self.search.reconfigure(user_config)
+        routing = IngressUserConfig.model_validate(user_config)
+        if self.search is not None and routing.index is not None:
+            canary = routing.canary.snapshot if routing.canary else None
+            await self.search.reconfigure(routing.index.model_dump(), canary)
+        self.routing = routing
 
     @app.get("/healthz")
     async def healthz(self) -> Response:
@@ -142,7 +157,8 @@ class Ingress:
             except Exception as error:  # starting, failed or gone: all mean "not ready"
                 reason = f"{name}: {type(error).__name__} {error}".strip()
                 return self._json({"status": "not ready", "reason": reason}, status=503)
-        return self._json({"status": "ready", **parts})
+        routing = self.routing.model_dump(mode="json")  # the versions and weights it serves
+        return self._json({"status": "ready", **parts, "routing": routing})
 
     @app.get("/v1/models")
     async def models(self, request: Request) -> Response:
@@ -178,7 +194,9 @@ class Ingress:
 
     @app.post("/v1/search")
     async def search_index(self, request: Request) -> Response:
-        return await self._handle(request, SearchRequest, lambda b: self._index().answer(b))
+        return await self._handle(
+            request, SearchRequest, lambda b, arm: self._index().answer(b, arm), armed=True
+        )
 
     def _forward(self, method: str) -> Callable[[BaseModel], Awaitable[Answer]]:
         async def forward(body: BaseModel) -> Answer:
@@ -207,20 +225,25 @@ class Ingress:
         self,
         request: Request,
         model: type[RequestT] | None,
-        logic: Callable[[RequestT | None], Awaitable[Answer]],
+        logic: Callable[..., Awaitable[Answer]],
+        armed: bool = False,
     ) -> Response:
+        """`armed`: the route has a stable and a canary arm, and `logic` takes the arm chosen."""
         started = time.perf_counter()
-        response = await self._answer(request, model, logic)
-        self.metrics.record(request.url.path, response.status_code, time.perf_counter() - started)
+        response, arm = await self._answer(request, model, logic, armed)
+        seconds = time.perf_counter() - started
+        self.metrics.record(request.url.path, response.status_code, seconds, arm)
         return response
 
     async def _answer(
         self,
         request: Request,
         model: type[RequestT] | None,
-        logic: Callable[[RequestT | None], Awaitable[Answer]],
-    ) -> Response:
+        logic: Callable[..., Awaitable[Answer]],
+        armed: bool,
+    ) -> tuple[Response, str]:
         """`model` None: a GET without a body."""
+        arm = STABLE
         try:
             key = authenticate(request.headers.get("authorization"), self.keys)
             # Without keys, callers are told apart by address (behind a proxy: the proxy's).
@@ -230,35 +253,54 @@ class Ingress:
             if model is not None:
                 check_body_size(request.headers.get("content-length"), self.cfg.limits)
                 body = _parse(await read_body(request.stream(), self.cfg.limits), model)
-            response = await logic(body)
+            if armed:
+                arm = self._choose_arm(request, key)
+                response = await logic(body, arm)
+            else:
+                response = await logic(body)
         except APIError as error:
-            return self._error(error)
+            return self._error(error, arm), arm
         except SchemaMismatch as error:
             # Through Ray the error is also a RayTaskError, whose str() holds the traceback.
-            return self._error(bad_request(str(error.args[0] if error.args else error)))
+            return self._error(bad_request(str(error.args[0] if error.args else error)), arm), arm
         except Exception as error:  # a bug or a failed replica: still a JSON error
             logger.exception("%s failed", request.url.path)
-            return self._error(server_error(error))
+            return self._error(server_error(error), arm), arm
         if isinstance(response, Response):
-            return response
+            return response, arm
         if isinstance(response, BaseModel):
-            return self._json(response.model_dump(mode="json"))
-        return self._json(response)
+            return self._json(response.model_dump(mode="json"), arm=arm), arm
+        return self._json(response, arm=arm), arm
+
+    def _choose_arm(self, request: Request, key: str) -> str:
+        """The canary arm only where a canary snapshot is serving in this replica."""
+        canary = self.routing.canary
+        serving = canary is not None and self.search is not None and CANARY in self.search.arms
+        route_key = request.headers.get(ROUTE_KEY_HEADER) or (key if self.keys else None)
+        return choose_arm(
+            canary.weight if serving else 0,
+            canary.version if serving else None,
+            route_key,
+            request.headers.get(FORCE_ARM_HEADER),
+        )
+
+    def _headers(self, arm: str = STABLE) -> dict[str, str]:
+        """The arm and version that answered, and the replica (each holds its own index copy)."""
+        routing = self.routing
+        version = routing.canary.version if arm == CANARY and routing.canary else routing.version
+        return {"X-Refinery-Version": f"{arm}/{version}", "X-Refinery-Replica": self.replica}
 
     def _stream_or_body(self, result: Any) -> Answer:
         """A whole answer as it is; a stream of SSE events as a streaming response."""
         if isinstance(result, BaseModel):
             return result
-        headers = {"X-Refinery-Version": self.cfg.version, "Cache-Control": "no-cache"}
+        headers = {**self._headers(), "Cache-Control": "no-cache"}
         return StreamingResponse(result, media_type="text/event-stream", headers=headers)
 
-    def _error(self, error: APIError) -> Response:
-        return self._json(error.body(), status=error.status)
+    def _error(self, error: APIError, arm: str = STABLE) -> Response:
+        return self._json(error.body(), status=error.status, arm=arm)
 
-    def _json(self, body: Any, status: int = 200) -> Response:
+    def _json(self, body: Any, status: int = 200, arm: str = STABLE) -> Response:
         return Response(
-            json_bytes(body),
-            status,
-            media_type="application/json",
-            headers={"X-Refinery-Version": self.cfg.version},
+            json_bytes(body), status, media_type="application/json", headers=self._headers(arm)
         )

@@ -1,4 +1,5 @@
-"""Request metrics of the ingress, exported through Ray's metrics API (Prometheus)."""
+"""Request metrics of the ingress, exported through Ray's metrics API (Prometheus), by endpoint,
+status and the arm (stable or canary) that answered."""
 
 from __future__ import annotations
 
@@ -11,17 +12,17 @@ class RequestMetrics:
 
         self._requests = Counter(
             "refinery_requests",
-            description="HTTP requests by endpoint and status code",
-            tag_keys=("endpoint", "status"),
+            description="HTTP requests by endpoint, status code and arm",
+            tag_keys=("endpoint", "status", "arm"),
         )
         self._latency = Histogram(
             "refinery_request_latency_ms",
-            description="HTTP request latency by endpoint and status code",
+            description="HTTP request latency by endpoint, status code and arm",
             boundaries=self.LATENCY_BOUNDARIES_MS,
-            tag_keys=("endpoint", "status"),
+            tag_keys=("endpoint", "status", "arm"),
         )
 
-    def record(self, endpoint: str, status: int, seconds: float) -> None:
-        tags = {"endpoint": endpoint, "status": str(status)}
+    def record(self, endpoint: str, status: int, seconds: float, arm: str) -> None:
+        tags = {"endpoint": endpoint, "status": str(status), "arm": arm}
         self._requests.inc(tags=tags)
         self._latency.observe(seconds * 1000, tags=tags)

@@ -26,6 +26,7 @@ import numpy as np
 from refinery.manifest import SnapshotError, update_log_location
 from refinery.update_log import Delete, UpdateLog, Upsert
 from serve.batching import BatchSizeMetric
+from serve.canary.split import CANARY, STABLE
 from serve.checks import check_items, check_k, check_vectors
 from serve.coalesce import Coalescer
 from serve.config import IndexUserConfig, LimitsConfig
@@ -59,41 +60,59 @@ class SearchService:
     def __init__(self, embed: EmbedService, limits: LimitsConfig) -> None:
         self.embed = embed
         self.limits = limits
-        self.snapshot: Snapshot | None = None
+        # The snapshot of each arm serving now: stable, and during a rollout the canary. Both
+        # follow one update log. Replaced whole, never changed in place.
+        self.arms: dict[str, Snapshot] = {}
         self.batch_sizes = BatchSizeMetric()
         self._coalescer: Coalescer[Query, list[list[HitDict]]] | None = None
         self._follower: asyncio.Task | None = None
         self.refused: dict[str, str] | None = None  # the last snapshot refused, and why
 
-    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+    @property
+    def snapshot(self) -> Snapshot:
+        """The stable arm's snapshot: updates are checked against it."""
+        return self.arms[STABLE]
+
+    async def reconfigure(self, user_config: dict[str, Any], canary: str | None = None) -> None:
+        """Serve the snapshot of `user_config` as stable and `canary` (a snapshot directory)
+        as the canary arm. A snapshot already loaded for either arm is reused: promoting the
+        canary, or rolling back to the old stable, loads nothing."""
         cfg = IndexUserConfig.model_validate(user_config)
         batch = cfg.max_batch_size
         # With batching off (max_batch_size 1) each request scans on its own.
         self._coalescer = Coalescer(self._scan_many, batch) if batch > 1 else None
         log = cfg.update_log or update_log_location(cfg.snapshot)
-        current = self.snapshot
-        if current is None or (current.path, current.log.location) != (cfg.snapshot, log):
-            # Loaded and brought up to date off the event loop: searches keep being answered
-            # from the old snapshot until the new one has every logged update.
-            loaded = await asyncio.to_thread(_load_following, cfg.snapshot, log)
-            await self._install(loaded)
+        loaded = {(s.path, s.log.location): s for s in self.arms.values()}
+        wanted = {STABLE: cfg.snapshot, **({CANARY: canary} if canary else {})}
+        arms: dict[str, Snapshot] = {}
+        self.refused = None
+        for arm, path in wanted.items():
+            snapshot = loaded.get((path, log))
+            if snapshot is None:
+                # Loaded and brought up to date off the event loop: searches keep being
+                # answered from the old arms until the new snapshot has every logged update.
+                snapshot = await asyncio.to_thread(_load_following, path, log)
+                if not await self._acceptable(snapshot, arm):
+                    continue
+            arms[arm] = snapshot
+        arms.setdefault(STABLE, self.arms.get(STABLE))
+        self.arms = arms  # one reference swap
         if self._follower is None:
             self._follower = asyncio.create_task(self._follow())
 
-    async def _install(self, loaded: Snapshot) -> None:
-        """Serve `loaded` unless its vectors come from another model than the queries: then
-        keep serving the old snapshot and say why (describe, the log); with none to keep,
-        the replica cannot serve and the error stands."""
+    async def _acceptable(self, loaded: Snapshot, arm: str) -> bool:
+        """Whether `loaded` may serve: not if its vectors come from another model than the
+        queries. A refused snapshot is said why (describe, the log); the arm keeps its old
+        snapshot, or a canary goes without one; a replica with no stable one cannot serve."""
         try:
             await self._check_embedder(loaded)
         except SnapshotError as error:
-            if self.snapshot is None:
+            if STABLE not in self.arms:
                 raise
-            self.refused = {"snapshot": loaded.path, "reason": str(error)}
-            logger.error("snapshot %s refused, still serving %s: %s",
-                         loaded.path, self.snapshot.path, error)  # fmt: skip
-            return
-        self.snapshot, self.refused = loaded, None
+            self.refused = {"arm": arm, "snapshot": loaded.path, "reason": str(error)}
+            logger.error("%s snapshot %s refused: %s", arm, loaded.path, error)
+            return False
+        return True
 
     async def _check_embedder(self, snapshot: Snapshot) -> None:
         # A snapshot that names no model (vectors from elsewhere) is taken as it is.
@@ -107,43 +126,44 @@ class SearchService:
         while True:
             await asyncio.sleep(self.FOLLOW_INTERVAL_S)
             try:
-                await asyncio.to_thread(self.snapshot.catch_up)
+                await asyncio.to_thread(_catch_up, self.arms)
             except Exception:  # a storage hiccup: the next round reads on from the same place
                 logger.exception("following the update log %s", self.snapshot.log.location)
 
     def describe(self) -> dict[str, Any]:
-        snapshot = self.snapshot
-        manifest = snapshot.manifest
+        arms = self.arms
         return {
-            "snapshot": snapshot.path,
-            "model": manifest.model,
-            "dimension": manifest.dimension,
-            "metric": manifest.metric,
-            "count": snapshot.index.ntotal,
-            "update_log": snapshot.log.location,
-            "update_log_position": snapshot.position,
+            **_describe(arms[STABLE]),
+            "canary": _describe(arms[CANARY]) if CANARY in arms else None,
             "refused": self.refused,
             "largest_batch": self.batch_sizes.largest,
             "batches": self.batch_sizes.batches,
             "batched_queries": self.batch_sizes.items,
         }
 
-    async def answer(self, body: SearchRequest) -> dict[str, list[list[HitDict]]]:
+    async def answer(
+        self, body: SearchRequest, arm: str = STABLE
+    ) -> dict[str, list[list[HitDict]]]:
         check_k(body.k, self.limits)
         check_items(body.size, "queries", self.limits)
+        snapshot = self.arms.get(arm, self.snapshot)
         if body.texts is not None:
             vectors = await self.embed.embed(body.texts)
         else:
-            vectors = check_vectors(body.vectors, self.snapshot.manifest.dimension)
+            vectors = check_vectors(body.vectors, snapshot.manifest.dimension)
         # The hits are already the answer's shape: serialised as they are.
-        return {"results": await self.search(vectors, body.k, body.filter)}
+        return {"results": await self.search(vectors, body.k, body.filter, snapshot)}
 
     async def search(
-        self, vectors: np.ndarray, k: int, payload_filter: PayloadFilter | None = None
+        self,
+        vectors: np.ndarray,
+        k: int,
+        payload_filter: PayloadFilter | None = None,
+        snapshot: Snapshot | None = None,
     ) -> list[list[HitDict]]:
         """Per query vector, its k best hits (the RAG flow retrieves through this too), from
-        the snapshot serving now: the one the vectors were checked against."""
-        snapshot = self.snapshot
+        `snapshot` (the one the vectors were checked against), else the stable one."""
+        snapshot = snapshot or self.snapshot
         if payload_filter:
             # A filter restricts the candidates per request: such a search scans on its own.
             return await asyncio.to_thread(snapshot.search, vectors, k, payload_filter)
@@ -208,7 +228,7 @@ class SearchService:
             Upsert(int(i), vector, payload)
             for i, vector, payload in zip(ids, vectors, payloads, strict=True)
         ]
-        await asyncio.to_thread(_log_and_apply, snapshot, entries)
+        await asyncio.to_thread(_log_and_apply, self.arms, entries)
         return snapshot.index.ntotal
 
     async def apply_delete(self, ids: np.ndarray) -> tuple[int, int]:
@@ -216,7 +236,7 @@ class SearchService:
         snapshot = self.snapshot
         present = snapshot.row_of
         deleted = sum(int(i) in present for i in ids)
-        await asyncio.to_thread(_log_and_apply, snapshot, [Delete(tuple(int(i) for i in ids))])
+        await asyncio.to_thread(_log_and_apply, self.arms, [Delete(tuple(int(i) for i in ids))])
         return deleted, snapshot.index.ntotal
 
 
@@ -226,6 +246,25 @@ def _load_following(snapshot_dir: str, log_location: str) -> Snapshot:
     return snapshot
 
 
-def _log_and_apply(snapshot: Snapshot, entries: list[Upsert] | list[Delete]) -> None:
-    snapshot.log.append(entries)
-    snapshot.catch_up()
+def _log_and_apply(arms: dict[str, Snapshot], entries: list[Upsert] | list[Delete]) -> None:
+    arms[STABLE].log.append(entries)
+    _catch_up(arms)
+
+
+def _catch_up(arms: dict[str, Snapshot]) -> None:
+    for snapshot in arms.values():
+        snapshot.catch_up()
+
+
+def _describe(snapshot: Snapshot) -> dict[str, Any]:
+    manifest = snapshot.manifest
+    return {
+        "snapshot": snapshot.path,
+        "version": manifest.version,
+        "model": manifest.model,
+        "dimension": manifest.dimension,
+        "metric": manifest.metric,
+        "count": snapshot.index.ntotal,
+        "update_log": snapshot.log.location,
+        "update_log_position": snapshot.position,
+    }

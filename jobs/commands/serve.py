@@ -1,17 +1,21 @@
 """`refinery serve up|down|status`: the Serve application of configs/serve.yaml on Ray.
 
-On a cluster (RAY_ADDRESS or --profile cluster) `up` deploys and returns; on a local Ray it
-keeps the process (and so the local Ray) alive until Ctrl-C, like `serve run`. `status` and
-`down` join the running cluster (found as `ray status` finds it) and never start one.
+`up` deploys the config declaratively, as `serve deploy` does, so a later change of the
+ingress's user_config (a snapshot, a canary's weight) applies without restarting a replica.
+On a cluster (RAY_ADDRESS or --profile cluster) it deploys and returns once the applications
+run; on a local Ray it keeps the process (and so the local Ray) alive until Ctrl-C, like
+`serve run`. `status` and `down` join the running cluster (found as `ray status` finds it)
+and never start one.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
-from refinery.config import CONFIG_DIR, ConfigError, load_runtime, read_yaml
+from refinery.config import CONFIG_DIR, ConfigError, load_runtime, read_yaml, validate
 from refinery.ray_runtime import attach_ray, init_ray, ray_address
 
 DEFAULT_SERVE_CONFIG = str(CONFIG_DIR / "serve.yaml")
@@ -44,14 +48,21 @@ def _applications(path: str) -> tuple[dict, list[dict]]:
 def _up(args: argparse.Namespace) -> int:
     from ray import serve
 
-    from serve.app import build
+    from serve.config import ServeAppConfig
+    from serve.deploy import deploy_applications, wait_running
 
     http_options, apps = _applications(args.config)
+    for app in apps:  # a mistake in args fails here, not later in a build task on the cluster
+        validate(ServeAppConfig, dict(app.get("args") or {}), f"{args.config}: {app.get('name')}")
     runtime = load_runtime(args.profile)
     init_ray(runtime.ray)
     serve.start(http_options=http_options)
+    deploy_applications(apps)
+    failed = wait_running([app["name"] for app in apps])
+    if failed:
+        print(json.dumps(failed, indent=2), file=sys.stderr)
+        return 1
     for app in apps:
-        serve.run(build(app.get("args") or {}), name=app["name"], route_prefix=app["route_prefix"])
         print(f"deployed {app['name']} at {app['route_prefix']}", flush=True)
     if ray_address(runtime.ray):
         return 0

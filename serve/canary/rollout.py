@@ -42,7 +42,8 @@ from refinery import storage
 from refinery.config import StrictModel
 from serve.canary.agreement import Agreement
 from serve.canary.gates import GateConfig, GateResult, describe_failures, evaluate, verdict
-from serve.canary.window import CANARY, ArmStats
+from serve.canary.split import CANARY
+from serve.canary.window import ArmStats
 
 RolloutStatus = Literal["running", "promoted", "rolled_back", "aborted"]
 EventKind = Literal["step", "gate", "rollback", "promote", "abort", "set"]

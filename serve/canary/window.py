@@ -37,9 +37,6 @@ LATENCY_BUCKETS_S: tuple[float, ...] = (
     math.inf,
 )
 
-# The same names the request split gives its arms.
-STABLE, CANARY = "stable", "canary"
-
 # A request that timed out on the server answers 408 or 504; both count as the arm's error.
 TIMEOUT_STATUSES = frozenset({408, 504})
 

@@ -24,10 +24,9 @@ from serve.canary.rollout import (
     set_weight,
 )
 from serve.canary.shadow import ShadowQueue
+from serve.canary.split import CANARY, STABLE
 from serve.canary.window import (
-    CANARY,
     LATENCY_BUCKETS_S,
-    STABLE,
     ArmCounts,
     ArmStats,
     Tally,

@@ -16,7 +16,7 @@ from serve.protocol import SearchResponse
 
 def test_health_and_readiness(served: dict[str, Any]) -> None:
     health = httpx.get(served["url"] + "/healthz")
-    assert health.status_code == 200 and health.headers["X-Refinery-Version"] == "test-1"
+    assert health.status_code == 200 and health.headers["X-Refinery-Version"] == "stable/test-1"
     ready = httpx.get(served["url"] + "/readyz", timeout=60).json()
     assert ready["status"] == "ready"
     assert ready["index"]["dimension"] == 384 and ready["index"]["count"] == len(DOCS)
@@ -78,7 +78,7 @@ def test_client_mistakes_are_4xx_with_a_message(
     response = post(served, "/v1/search", body)
     assert response.status_code == status
     assert message in response.json()["error"]["message"]
-    assert response.headers["X-Refinery-Version"] == "test-1"
+    assert response.headers["X-Refinery-Version"] == "stable/test-1"
 
 
 def test_malformed_json_and_missing_key(served: dict[str, Any]) -> None:
