@@ -54,6 +54,16 @@ class IndexConfig(IndexUserConfig):
     snapshot: str | None = Field(None, description="index snapshot directory (path or URI)")
 
 
+class FaultConfig(StrictModel):
+    """Faults injected into the canary's answers, as a service mesh injects them (Istio's
+    fault injection): to rehearse a rollout's rollback on a real deployment."""
+
+    abort_percent: float = Field(0, ge=0, le=100, description="answers replaced by an error")
+    abort_status: int = Field(503, ge=500, le=599)
+    delay_percent: float = Field(0, ge=0, le=100, description="answers delayed")
+    delay_s: float = Field(0, ge=0, le=60)
+
+
 class CanaryConfig(StrictModel):
     """The canary arm: the version under rollout and the share of requests it answers. Its
     index snapshot is searched in the same replicas as the stable one and follows the same
@@ -62,6 +72,10 @@ class CanaryConfig(StrictModel):
     version: str = Field(description="reported in X-Refinery-Version when the canary answers")
     snapshot: str | None = Field(None, description="the canary's index snapshot (path or URI)")
     weight: int = Field(0, ge=0, le=100, description="percent of requests the canary answers")
+    shadow: float = Field(
+        0, ge=0, le=1, description="share of stable's searches also run on the canary, compared"
+    )
+    fault: FaultConfig | None = Field(None, description="faults injected into its answers")
 
 
 class IngressUserConfig(StrictModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from serve.canary.replica import CanaryReplica
 from serve.canary.split import (
     CANARY,
     FORCE_ARM_HEADER,
@@ -117,7 +119,9 @@ class Ingress:
         # Which versions answer, and in what shares: set by reconfigure() from user_config.
         self.routing = IngressUserConfig.model_validate(self.cfg.ingress_user_config())
         self.keys = self.cfg.resolved_api_keys()
-        self.replica = serve.get_replica_context().replica_id.unique_id
+        context = serve.get_replica_context()
+        self.replica = context.replica_id.unique_id
+        self.canary = CanaryReplica(context.app_name, self.replica)
         _warn_if_open(self.keys)
         self.limiter = RateLimiter(self.cfg.limits.requests_per_s, self.cfg.limits.burst)
         self.metrics = RequestMetrics()
@@ -138,6 +142,7 @@ class Ingress:
             canary = routing.canary.snapshot if routing.canary else None
             await self.search.reconfigure(routing.index.model_dump(), canary)
         self.routing = routing
+        self.canary.configure(routing)
 
     @app.get("/healthz")
     async def healthz(self) -> Response:
@@ -194,9 +199,17 @@ class Ingress:
 
     @app.post("/v1/search")
     async def search_index(self, request: Request) -> Response:
-        return await self._handle(
-            request, SearchRequest, lambda b, arm: self._index().answer(b, arm), armed=True
-        )
+        return await self._handle(request, SearchRequest, self._search, armed=True)
+
+    async def _search(self, body: SearchRequest, arm: str) -> dict[str, Any]:
+        answer = await self._index().answer(body, arm)
+        ids = [[hit["id"] for hit in hits] for hits in answer["results"]]
+        self.canary.mirror(arm, ids, lambda: self._canary_ids(body))
+        return answer
+
+    async def _canary_ids(self, body: SearchRequest) -> list[list[int]]:
+        answer = await self._index().answer(body, CANARY)
+        return [[hit["id"] for hit in hits] for hits in answer["results"]]
 
     def _forward(self, method: str) -> Callable[[BaseModel], Awaitable[Answer]]:
         async def forward(body: BaseModel) -> Answer:
@@ -233,6 +246,8 @@ class Ingress:
         response, arm = await self._answer(request, model, logic, armed)
         seconds = time.perf_counter() - started
         self.metrics.record(request.url.path, response.status_code, seconds, arm)
+        if armed:
+            self.canary.record(arm, response.status_code, seconds)
         return response
 
     async def _answer(
@@ -255,6 +270,7 @@ class Ingress:
                 body = _parse(await read_body(request.stream(), self.cfg.limits), model)
             if armed:
                 arm = self._choose_arm(request, key)
+                await self._inject_fault(arm)
                 response = await logic(body, arm)
             else:
                 response = await logic(body)
@@ -283,6 +299,15 @@ class Ingress:
             route_key,
             request.headers.get(FORCE_ARM_HEADER),
         )
+
+    async def _inject_fault(self, arm: str) -> None:
+        fault = self.routing.canary.fault if arm == CANARY and self.routing.canary else None
+        if fault is None:
+            return
+        if random.random() * 100 < fault.delay_percent:
+            await asyncio.sleep(fault.delay_s)
+        if random.random() * 100 < fault.abort_percent:
+            raise APIError(fault.abort_status, "injected_fault", "fault injected into the canary")
 
     def _headers(self, arm: str = STABLE) -> dict[str, str]:
         """The arm and version that answered, and the replica (each holds its own index copy)."""

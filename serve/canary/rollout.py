@@ -44,6 +44,7 @@ from serve.canary.agreement import Agreement
 from serve.canary.gates import GateConfig, GateResult, describe_failures, evaluate, verdict
 from serve.canary.split import CANARY
 from serve.canary.window import ArmStats
+from serve.config import FaultConfig
 
 RolloutStatus = Literal["running", "promoted", "rolled_back", "aborted"]
 EventKind = Literal["step", "gate", "rollback", "promote", "abort", "set"]
@@ -69,6 +70,12 @@ class RolloutConfig(StrictModel):
         100, ge=1, description="canary requests each step's window needs before it moves on"
     )
     gates: GateConfig = Field(default_factory=GateConfig)
+    shadow: float = Field(
+        0.1, ge=0, le=1, description="share of stable's searches mirrored to the canary"
+    )
+    fault: FaultConfig | None = Field(
+        None, description="faults injected into the canary's answers, to rehearse a rollback"
+    )
 
     @field_validator("steps")
     @classmethod
@@ -95,6 +102,8 @@ class RolloutState(StrictModel):
     app: str
     to: str
     from_version: str
+    to_snapshot: str | None = Field(None, description="the canary's index snapshot")
+    from_snapshot: str | None = Field(None, description="the stable index snapshot it replaces")
     status: RolloutStatus = "running"
     config: RolloutConfig = Field(default_factory=RolloutConfig)
     index_arm: bool = True

@@ -32,10 +32,13 @@ DOCS = [
 
 
 def write_snapshot(
-    root: Path, first_id: int = 100, extra: dict[str, list] | None = None
+    root: Path,
+    first_id: int = 100,
+    extra: dict[str, list] | None = None,
+    ids: list[int] | None = None,
 ) -> tuple[Path, np.ndarray]:
-    """A snapshot written by the document pipeline's writer; `extra`: more payload columns, a
-    value per document."""
+    """A snapshot written by the document pipeline's writer, ids from `first_id` unless `ids`
+    gives one per document; `extra`: more payload columns, a value per document."""
     vectors = (
         load_embedder(EmbeddingConfig())
         .encode([text for _, _, text in DOCS], normalize_embeddings=True)
@@ -44,7 +47,7 @@ def write_snapshot(
     table = pa.table(
         {
             "id": [name for name, _, _ in DOCS],
-            "index_id": np.arange(first_id, first_id + len(DOCS), dtype=np.int64),
+            "index_id": np.array(ids or range(first_id, first_id + len(DOCS)), dtype=np.int64),
             "topic": [topic for _, topic, _ in DOCS],
             "text": [text for _, _, text in DOCS],
             **(extra or {}),

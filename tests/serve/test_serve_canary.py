@@ -9,6 +9,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,6 +34,8 @@ def app(served: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Ite
     root = tmp_path_factory.mktemp("canary")
     stable, vectors = write_snapshot(root / "stable", first_id=STABLE_FIRST_ID)
     canary, _ = write_snapshot(root / "canary", first_id=CANARY_FIRST_ID)
+    # Six of the eight documents as in stable, two under new ids: a known disagreement.
+    partial, _ = write_snapshot(root / "partial", ids=[*range(100, 106), 900, 901])
     args = {
         "version": "v1",
         "api_keys": [],  # no key: each request without X-Route-Key draws its own arm
@@ -47,7 +50,14 @@ def app(served: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Ite
     deploy_applications([config], keep_others=True)
     assert wait_running([APP], timeout_s=300) == {}
     try:
-        yield {"url": served["url"] + PREFIX, "vector": vectors[0].tolist(), "canary": canary}
+        yield {
+            "url": served["url"] + PREFIX,
+            "vector": vectors[0].tolist(),
+            "vectors": vectors,
+            "stable": stable,
+            "canary": canary,
+            "partial": partial,
+        }
     finally:
         serve.delete(APP)
 
@@ -139,15 +149,20 @@ def test_weights_change_live_under_load_with_no_failed_request(app: dict) -> Non
 
 
 async def wait_for_weight(app: dict, weight: int, timeout_s: float = 60) -> None:
-    """Until the replica reports the weight (set_canary returns once the controller has it)."""
+    await wait_for_canary(app, weight, timeout_s)
+
+
+async def wait_for_routing(app: dict, reached: Any, timeout_s: float = 60) -> None:
+    """Until the replica serves what `reached` wants (set_canary returns once Serve's controller
+    has the config; the replicas apply it a moment later)."""
     deadline = time.monotonic() + timeout_s
     async with httpx.AsyncClient(base_url=app["url"], timeout=30) as client:
         while time.monotonic() < deadline:
             ready = (await client.get("/readyz")).json()
-            if (ready.get("routing") or {}).get("canary", {}).get("weight") == weight:
+            if "routing" in ready and reached(ready["routing"]):
                 return
             await asyncio.sleep(0.2)
-    raise AssertionError(f"weight {weight} not applied within {timeout_s} s")
+    raise AssertionError(f"routing not reached within {timeout_s} s: {ready}")
 
 
 def replicas(app: dict) -> set[str]:
@@ -160,3 +175,169 @@ def test_the_app_must_come_from_a_config_to_change_live(served: dict[str, Any]) 
 
     with pytest.raises(NotDeclarative, match="deployed with serve.run"):
         set_canary("refinery-test", None)  # the shared app: serve.run() from Python
+
+
+# --- rollouts, run by the application's controller in the cluster ------------------------------
+
+
+@pytest.fixture
+def controller(app: dict, tmp_path: Path) -> Iterator[Any]:
+    """A fresh controller with its own state; stable v1 alone again afterwards."""
+    import ray
+
+    from serve.canary.controller import start_controller
+    from serve.canary.deploy import set_canary
+
+    handle = start_controller(APP, str(tmp_path / "rollouts"), tick_s=0.2)
+    try:
+        yield handle
+    finally:
+        ray.kill(handle, no_restart=True)
+        set_canary(APP, None, {"version": "v1", "index": {"snapshot": str(app["stable"])}})
+
+
+class Load:
+    """Searches in a background thread while a rollout runs; every status kept."""
+
+    def __init__(self, app: dict) -> None:
+        import threading
+
+        self.app, self.statuses = app, Counter()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _run(self) -> None:
+        while not self.stop.is_set():
+            for response in await search_many(self.app, 16, concurrency=4):
+                self.statuses[response.status_code] += 1
+
+    def __enter__(self) -> Load:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=120)
+
+
+def wait_status(handle: Any, done: Any, timeout_s: float = 120) -> dict:
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = ray.get(handle.status.remote())
+        if done(status):
+            return status
+        time.sleep(0.3)
+    raise AssertionError(f"not reached in {timeout_s} s: {status}")
+
+
+def rollout_status(handle: Any, wanted: str, timeout_s: float = 120) -> dict:
+    return wait_status(handle, lambda s: s["rollout"]["status"] == wanted, timeout_s)
+
+
+def served_by(app: dict, count: int = 40) -> Counter:
+    return Counter(
+        (arm_of_id(r), r.headers["X-Refinery-Version"])
+        for r in asyncio.run(search_many(app, count))
+    )
+
+
+def arm_of_id(response: httpx.Response) -> int:
+    assert response.status_code == 200, response.text
+    return response.json()["results"][0][0]["id"]
+
+
+def test_a_healthy_canary_is_promoted_and_can_be_rolled_back(app: dict, controller: Any) -> None:
+    import ray
+
+    config = {"steps": [20, 100], "interval_s": 1, "min_requests": 20}
+    with Load(app) as load:
+        ray.get(controller.rollout.remote("v2", str(app["canary"]), config))
+        status = rollout_status(controller, "promoted")
+        asyncio.run(wait_for_version(app, "v2"))
+    assert set(load.statuses) == {200}, load.statuses
+    assert [e["kind"] for e in status["rollout"]["history"]] == [
+        "step", "gate", "step", "gate", "promote"
+    ]  # fmt: skip
+    assert served_by(app) == Counter({(CANARY_FIRST_ID, "stable/v2"): 40})
+
+    ray.get(controller.rollback.remote())
+    asyncio.run(wait_for_version(app, "v1"))
+    assert served_by(app) == Counter({(STABLE_FIRST_ID, "stable/v1"): 40})
+
+
+@pytest.mark.parametrize(
+    ("fault", "gates", "failed_gate"),
+    [
+        ({"abort_percent": 30}, {}, "error"),
+        ({"delay_percent": 100, "delay_s": 0.3}, {"max_p99_s": 0.2}, "p99_s"),
+    ],
+    ids=["errors", "latency"],
+)
+def test_a_faulty_canary_is_rolled_back_within_its_first_step(
+    app: dict, controller: Any, fault: dict, gates: dict, failed_gate: str
+) -> None:
+    import ray
+
+    config = {"steps": [50, 100], "interval_s": 30, "min_requests": 20, "gates": gates,
+              "fault": fault}  # fmt: skip
+    started = time.monotonic()
+    with Load(app):
+        ray.get(controller.rollout.remote("v2", str(app["canary"]), config))
+        status = rollout_status(controller, "rolled_back")
+    assert time.monotonic() - started < 30  # within the first step's interval
+    rollback = status["rollout"]["history"][-1]
+    assert rollback["kind"] == "rollback" and failed_gate in rollback["reason"], rollback
+    assert max(e["weight"] for e in status["rollout"]["history"]) == 50  # never past step 1
+    asyncio.run(wait_for_canary(app, None))
+    assert served_by(app) == Counter({(STABLE_FIRST_ID, "stable/v1"): 40})
+
+
+def test_a_restarted_controller_resumes_the_rollout_at_its_step(app: dict, controller: Any) -> None:
+    import ray
+
+    config = {"steps": [10, 50, 100], "interval_s": 3600, "min_requests": 20}
+    ray.get(controller.rollout.remote("v2", str(app["canary"]), config))
+    asyncio.run(wait_for_canary(app, 10))
+    ray.kill(controller, no_restart=False)  # Ray starts it again; it reloads its state
+    status = wait_status(controller, lambda s: s["rollout"] is not None, timeout_s=60)
+    rollout = status["rollout"]
+    assert (rollout["status"], rollout["step"], rollout["weight"]) == ("running", 0, 10)
+    assert status["routing"]["canary"]["weight"] == 10
+    ray.get(controller.set_weight.remote(50))  # and it still runs the rollout
+    asyncio.run(wait_for_canary(app, 50))
+
+
+def test_shadow_agreement_between_versions_that_differ_in_a_known_share(
+    app: dict, controller: Any
+) -> None:
+    from serve.canary.deploy import set_canary
+
+    partial = CanaryConfig(version="v3", snapshot=str(app["partial"]), weight=0, shadow=1.0)
+    set_canary(APP, partial)
+    asyncio.run(wait_for_canary(app, 0))
+    bodies = [{"vectors": [vector.tolist()], "k": 8} for vector in app["vectors"]] * 5
+    for body in bodies:
+        response = httpx.post(app["url"] + "/v1/search", json=body, timeout=30)
+        assert response.headers["X-Refinery-Version"] == "stable/v1"
+
+    def agreed(status: dict) -> bool:
+        pair = status["shadow"]["agreement"].get("v1 -> v3")
+        return pair is not None and pair["pairs"] >= len(bodies)
+
+    summary = wait_status(controller, agreed, timeout_s=60)["shadow"]["agreement"]["v1 -> v3"]
+    assert summary["overlap_at_10"] == pytest.approx(6 / 8)
+    assert summary["rank_correlation"] == pytest.approx(1.0)
+
+
+async def wait_for_version(app: dict, version: str, timeout_s: float = 60) -> None:
+    await wait_for_routing(app, lambda routing: routing["version"] == version, timeout_s)
+
+
+async def wait_for_canary(app: dict, weight: int | None, timeout_s: float = 60) -> None:
+    def reached(routing: dict) -> bool:
+        canary = routing.get("canary")
+        return canary is None if weight is None else bool(canary) and canary["weight"] == weight
+
+    await wait_for_routing(app, reached, timeout_s)

@@ -1,0 +1,241 @@
+"""The canary controller: one detached actor per Serve application, in the cluster, that runs
+its rollouts (serve/canary/rollout.py) unattended.
+
+Replicas push their cumulative per-arm counts and shadow agreement every second
+(serve/canary/replica.py); each tick the controller adds them up, moves the rollout on, persists
+the new state, then applies the weight through the ingress's user_config (serve/canary/deploy.py).
+State first, weight second: a controller that dies between the two re-applies the persisted
+weight when it starts again, so a restart resumes the rollout at its step, never at 0% nor at
+100%. Ray restarts the actor after a crash; the CLI talks to it by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from serve.canary import rollout as verbs
+from serve.canary.agreement import Agreement
+from serve.canary.deploy import current_routing, set_canary
+from serve.canary.rollout import (
+    Decision,
+    Rollout,
+    RolloutConfig,
+    RolloutError,
+    RolloutState,
+    RolloutStore,
+)
+from serve.canary.window import ArmStats, Tally
+from serve.config import CanaryConfig
+
+logger = logging.getLogger(__name__)
+
+NAMESPACE = "refinery"
+NAME_PREFIX = "refinery-canary-"
+
+
+def controller_name(app: str) -> str:
+    return NAME_PREFIX + app
+
+
+def find_controller(app: str) -> Any | None:
+    """The application's controller, None if it has none."""
+    import ray
+
+    try:
+        return ray.get_actor(controller_name(app), namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
+def start_controller(app: str, state_root: str, tick_s: float = 1.0) -> Any:
+    """The application's controller, started if it has none (detached: it outlives the CLI)."""
+    import ray
+
+    actor = ray.remote(CanaryController).options(
+        name=controller_name(app),
+        namespace=NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+        max_restarts=-1,
+        max_task_retries=-1,
+        num_cpus=0,
+    )
+    controller = actor.remote(app, state_root, tick_s)
+    ray.get(controller.resume.remote())
+    return controller
+
+
+class CanaryController:
+    def __init__(
+        self, app: str, state_root: str, tick_s: float = 1.0, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.app = app
+        self.store = RolloutStore(state_root)
+        self.tick_s = tick_s
+        self.clock = clock
+        self.tally = Tally()
+        self.replicas: dict[str, dict[str, Any]] = {}  # the last report of each replica
+        self.last: Decision | None = None
+        self.lock = asyncio.Lock()  # one verb or tick at a time: the store has one writer
+        self._ticker: asyncio.Task | None = None
+
+    async def resume(self) -> dict[str, Any]:
+        """Start ticking and serve the persisted weight (after a restart: the step's weight)."""
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+            state = await asyncio.to_thread(self.store.load, self.app)
+            if state is not None and state.running:
+                await self._serve(state)
+        return await self.status()
+
+    async def report(self, report: dict[str, Any]) -> None:
+        self.replicas[report["replica"]] = report
+        if self._ticker is None:
+            await self.resume()
+
+    async def rollout(self, to: str, snapshot: str | None, config: dict[str, Any]) -> dict:
+        cfg = RolloutConfig.model_validate(config)
+        async with self.lock:
+            routing = await asyncio.to_thread(current_routing, self.app)
+            stable = routing.index.snapshot if routing.index else None
+            state = await asyncio.to_thread(self.store.start, self.app, to, routing.version, cfg,
+                                            self.clock(), index_arm=snapshot is not None,
+                                            counts=self._counts())  # fmt: skip
+            state = state.model_copy(update={"to_snapshot": snapshot, "from_snapshot": stable})
+            await asyncio.to_thread(self.store.save, state)
+            await self._serve(state)
+        return await self.status()
+
+    async def set_weight(self, weight: int) -> dict:
+        return await self._verb(lambda s, now: verbs.set_weight(s, weight, now, self._counts()))
+
+    async def abort(self, reason: str = "aborted by hand") -> dict:
+        return await self._verb(lambda s, now: verbs.abort(s, now, reason))
+
+    async def promote(self, reason: str = "promoted by hand") -> dict:
+        return await self._verb(lambda s, now: verbs.promote(s, now, reason))
+
+    async def rollback(self, reason: str = "rolled back by hand") -> dict:
+        return await self._verb(lambda s, now: verbs.rollback(s, now, reason))
+
+    async def _verb(self, change: Callable[[RolloutState, float], RolloutState]) -> dict:
+        async with self.lock:
+            state = await asyncio.to_thread(self.store.load, self.app)
+            if state is None:
+                raise RolloutError(f"no rollout of {self.app} to act on")
+            state = change(state, self.clock())
+            await asyncio.to_thread(self.store.save, state)
+            await self._serve(state)
+        return await self.status()
+
+    async def tick(self) -> None:
+        async with self.lock:
+            state = await asyncio.to_thread(self.store.load, self.app)
+            if state is None or not state.running:
+                return
+            decision = Rollout.advance(state, state.config, self.clock(), self._counts(),
+                                       self._agreement(state))  # fmt: skip
+            self.last = decision
+            if decision.state != state:
+                await asyncio.to_thread(self.store.save, decision.state)
+            if decision.weight is not None or decision.rolled_back:
+                await self._serve(decision.state)
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s)
+            try:
+                await self.tick()
+            except Exception:  # the next tick tries again from the persisted state
+                logger.exception("canary tick of %s", self.app)
+
+    def _counts(self) -> ArmStats:
+        reports = {r: ArmStats.from_dict(report["counts"]) for r, report in self.replicas.items()}
+        return self.tally.observe(reports)
+
+    def _agreements(self) -> dict[tuple[str, str], Agreement]:
+        """Per (stable, canary) pair of versions, the replicas' shadow agreement summed."""
+        total: dict[tuple[str, str], Agreement] = {}
+        for report in self.replicas.values():
+            if report.get("agreement"):
+                agreement = Agreement.from_dict(report["agreement"])
+                pair = (agreement.stable_version, agreement.canary_version)
+                total[pair] = total[pair].merged(agreement) if pair in total else agreement
+        return total
+
+    def _agreement(self, state: RolloutState) -> Agreement | None:
+        return self._agreements().get((state.from_version, state.to))
+
+    async def _serve(self, state: RolloutState) -> None:
+        """Make the application serve what `state` says."""
+        await asyncio.to_thread(self._serve_now, state)
+
+    def _serve_now(self, state: RolloutState) -> None:
+        if state.status == "running":
+            to = CanaryConfig(
+                version=state.to,
+                snapshot=state.to_snapshot,
+                weight=state.weight,
+                shadow=state.config.shadow,
+                fault=state.config.fault,
+            )
+            set_canary(self.app, to)
+        elif state.status == "promoted" and state.weight == 100:
+            # The canary becomes stable; the old stable stays loaded, at 0%, for `rollback`.
+            old = CanaryConfig(version=state.from_version, snapshot=state.from_snapshot, weight=0)
+            set_canary(self.app, old, self._stable(state.to, state.to_snapshot))
+        elif _was_promoted(state):  # rolled back after its promotion
+            set_canary(self.app, None, self._stable(state.from_version, state.from_snapshot))
+        else:  # aborted or rolled back before promotion: stable alone
+            set_canary(self.app, None)
+
+    def _stable(self, version: str, snapshot: str | None) -> dict[str, Any]:
+        routing = current_routing(self.app)
+        index = routing.index.model_dump() if routing.index else None
+        if index is not None and snapshot is not None:
+            index["snapshot"] = snapshot
+        return {"version": version, "index": index}
+
+    async def status(self) -> dict[str, Any]:
+        state = await asyncio.to_thread(self.store.load, self.app)
+        routing = await asyncio.to_thread(current_routing, self.app)
+        counts = self.tally.total
+        window = (
+            counts.minus(ArmStats.from_dict(state.window_start))
+            if state is not None and state.window_start
+            else counts
+        )
+        return {
+            "app": self.app,
+            "rollout": state.model_dump(mode="json") if state is not None else None,
+            "routing": routing.model_dump(mode="json"),
+            "arms": {arm: _summary(window[arm]) for arm in ("stable", "canary")},
+            "gates": [g.to_dict() for g in self.last.gates] if self.last else [],
+            "reason": self.last.reason if self.last else "",
+            "shadow": {
+                "agreement": {
+                    f"{stable} -> {canary}": agreement.summary()
+                    for (stable, canary), agreement in self._agreements().items()
+                },
+                "queues": {r: report.get("shadows") for r, report in self.replicas.items()},
+            },
+        }
+
+
+def _was_promoted(state: RolloutState) -> bool:
+    return any(event.kind == "promote" for event in state.history)
+
+
+def _summary(counts: Any) -> dict[str, Any]:
+    return {
+        "requests": counts.requests,
+        "errors": counts.errors,
+        "error_rate": counts.error_rate,
+        "success_rate": counts.success_rate,
+        "p50_s": counts.quantile(0.5),
+        "p99_s": counts.quantile(0.99),
+    }
