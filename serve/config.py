@@ -39,7 +39,10 @@ class LimitsConfig(StrictModel):
 class IndexUserConfig(StrictModel):
     """The ingress's user_config: a new snapshot or batch size applies without a restart."""
 
-    snapshot: str = Field(description="index snapshot directory (path or URI)")
+    snapshot: str = Field(
+        description="index snapshot directory (path or URI), or models:/NAME@ALIAS or "
+        "models:/NAME/VERSION of the index registry (refinery/registry.py)"
+    )
     max_batch_size: int = Field(
         64, ge=1, description="requests whose queries share one scan; 1: no batching"
     )
@@ -47,6 +50,11 @@ class IndexUserConfig(StrictModel):
         None,
         description="where upserts and deletes are logged (path or URI); None: 'updates' "
         "beside the snapshot folder",
+    )
+    registry_uri: str | None = Field(
+        None,
+        description="the MLflow tracking URI a models:/NAME@ALIAS snapshot is looked up in; "
+        "None: MLFLOW_TRACKING_URI",
     )
 
 

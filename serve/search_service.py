@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from refinery.manifest import SnapshotError, update_log_location
+from refinery.registry import resolve_snapshot
 from refinery.update_log import Delete, UpdateLog, Upsert
 from serve.batching import BatchSizeMetric
 from serve.canary.split import CANARY, STABLE
@@ -78,6 +79,10 @@ class SearchService:
         as the canary arm. A snapshot already loaded for either arm is reused: promoting the
         canary, or rolling back to the old stable, loads nothing."""
         cfg = IndexUserConfig.model_validate(user_config)
+        # A models:/ snapshot names a directory in the index registry: looked up off the loop.
+        cfg.snapshot, canary = await asyncio.to_thread(
+            lambda: [resolve_snapshot(path, cfg.registry_uri) for path in (cfg.snapshot, canary)]
+        )
         batch = cfg.max_batch_size
         # With batching off (max_batch_size 1) each request scans on its own.
         self._coalescer = Coalescer(self._scan_many, batch) if batch > 1 else None

@@ -1,5 +1,5 @@
 """The CLI's subcommands: each module has `register(subparsers)` that sets `func`."""
 
-from jobs.commands import bench, canary, config, demo, jobs, model, run, serve, submit
+from jobs.commands import bench, canary, config, demo, jobs, model, registry, run, serve, submit
 
-COMMANDS = [demo, run, submit, jobs, serve, canary, config, model, bench]
+COMMANDS = [demo, run, submit, jobs, serve, canary, registry, config, model, bench]
