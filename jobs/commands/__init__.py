@@ -1,5 +1,17 @@
 """The CLI's subcommands: each module has `register(subparsers)` that sets `func`."""
 
-from jobs.commands import bench, canary, config, demo, jobs, model, registry, run, serve, submit
+from jobs.commands import (
+    bench,
+    canary,
+    config,
+    demo,
+    jobs,
+    model,
+    registry,
+    run,
+    schedule,
+    serve,
+    submit,
+)
 
-COMMANDS = [demo, run, submit, jobs, serve, canary, registry, config, model, bench]
+COMMANDS = [demo, run, submit, jobs, schedule, serve, canary, registry, config, model, bench]
