@@ -118,14 +118,10 @@ class Tracker:
         self._call("end run", "set_terminated", status=status)
 
 
-def _start_run(name: str, tracking: TrackingConfig, storage: StorageConfig) -> Tracker:
-    from mlflow.tracking import MlflowClient
-
-    # MLflow's own defaults retry an unreachable server for minutes; a job should not wait that.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(tracking.max_retries))
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(tracking.request_timeout_s))
+def start_run(name: str, tracking: TrackingConfig, storage: StorageConfig) -> Tracker:
+    """A run left open for the caller to finish: for what outlives one call (a rollout)."""
     try:
-        client = MlflowClient(tracking_uri=tracking_uri(tracking, storage))
+        client = mlflow_client(tracking, storage)
         experiment = client.get_experiment_by_name(tracking.experiment)
         experiment_id = (
             experiment.experiment_id
@@ -140,6 +136,15 @@ def _start_run(name: str, tracking: TrackingConfig, storage: StorageConfig) -> T
     return Tracker(client, run.info.run_id)
 
 
+def mlflow_client(tracking: TrackingConfig, storage: StorageConfig) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    # MLflow's own defaults retry an unreachable server for minutes; a job should not wait that.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(tracking.max_retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(tracking.request_timeout_s))
+    return MlflowClient(tracking_uri=tracking_uri(tracking, storage))
+
+
 @contextmanager
 def tracked_run(
     name: str,
@@ -151,7 +156,7 @@ def tracked_run(
 
     Params are logged with their secrets redacted (refinery/redact.py). If MLflow itself fails,
     the body still runs and `tracker.error` says what failed."""
-    tracker = _start_run(name, tracking, storage)
+    tracker = start_run(name, tracking, storage)
     try:
         if params:
             tracker.log_params(params)

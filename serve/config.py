@@ -81,7 +81,7 @@ class CanaryConfig(StrictModel):
     snapshot: str | None = Field(None, description="the canary's index snapshot (path or URI)")
     weight: int = Field(0, ge=0, le=100, description="percent of requests the canary answers")
     shadow: float = Field(
-        0, ge=0, le=1, description="share of stable's searches also run on the canary, compared"
+        0, ge=0, le=1, description="share of searches also run on the other arm, compared"
     )
     fault: FaultConfig | None = Field(None, description="faults injected into its answers")
 

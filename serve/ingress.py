@@ -202,13 +202,19 @@ class Ingress:
         return await self._handle(request, SearchRequest, self._search, armed=True)
 
     async def _search(self, body: SearchRequest, arm: str) -> dict[str, Any]:
-        answer = await self._index().answer(body, arm)
-        ids = [[hit["id"] for hit in hits] for hits in answer["results"]]
-        self.canary.mirror(arm, ids, lambda: self._canary_ids(body))
+        # The arms and the agreement as they are now: a shadow compares the versions that
+        # answered, even if a switch lands in between.
+        index, shadow = self._index(), self.canary.draw_shadow()
+        arms = index.arms
+        answer = await index.answer(body, arm, arms)
+        if shadow is not None:
+            ids = [[hit["id"] for hit in hits] for hits in answer["results"]]
+            other = CANARY if arm == STABLE else STABLE
+            self.canary.mirror(shadow, arm, ids, lambda: self._hit_ids(body, other, arms))
         return answer
 
-    async def _canary_ids(self, body: SearchRequest) -> list[list[int]]:
-        answer = await self._index().answer(body, CANARY)
+    async def _hit_ids(self, body: SearchRequest, arm: str, arms: dict) -> list[list[int]]:
+        answer = await self._index().answer(body, arm, arms)
         return [[hit["id"] for hit in hits] for hits in answer["results"]]
 
     def _forward(self, method: str) -> Callable[[BaseModel], Awaitable[Answer]]:

@@ -147,11 +147,14 @@ class SearchService:
         }
 
     async def answer(
-        self, body: SearchRequest, arm: str = STABLE
+        self, body: SearchRequest, arm: str = STABLE, arms: dict[str, Snapshot] | None = None
     ) -> dict[str, list[list[HitDict]]]:
+        """`arms`: the arms as a caller saw them (default: as they are now); an arm without a
+        snapshot is answered by stable."""
         check_k(body.k, self.limits)
         check_items(body.size, "queries", self.limits)
-        snapshot = self.arms.get(arm, self.snapshot)
+        arms = arms or self.arms
+        snapshot = arms.get(arm, arms[STABLE])
         if body.texts is not None:
             vectors = await self.embed.embed(body.texts)
         else:

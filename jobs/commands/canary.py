@@ -50,7 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--min-requests", type=int, default=None, help="canary requests a step needs to pass"
     )
     rollout.add_argument(
-        "--shadow", type=float, default=None, help="share (0-1) of stable's searches mirrored"
+        "--shadow",
+        type=float,
+        default=None,
+        help="share (0-1) of searches mirrored to the other arm",
     )
     rollout.add_argument(
         "--gates", default=None, help='gate thresholds as JSON, e.g. {"max_p99_s": 1.5}'
@@ -93,8 +96,10 @@ def _controller(args: argparse.Namespace, start: bool = False):
     runtime = load_runtime(args.profile)
     attach_ray(runtime.ray)
     if start:
+        from refinery.tracking import tracking_uri
+
         root = args.state or os.path.abspath(f"{runtime.storage.root}/canary")
-        return start_controller(args.app, root)
+        return start_controller(args.app, root, tracking_uri(runtime.tracking, runtime.storage))
     controller = find_controller(args.app)
     if controller is None:
         raise SystemExit(f"no canary controller runs for {args.app}: start a rollout first")

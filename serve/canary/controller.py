@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from refinery.config import StorageConfig, TrackingConfig
+from refinery.tracking import Tracker, mlflow_client, start_run
 from serve.canary import rollout as verbs
 from serve.canary.agreement import Agreement
 from serve.canary.deploy import current_routing, set_canary
@@ -51,8 +53,11 @@ def find_controller(app: str) -> Any | None:
         return None
 
 
-def start_controller(app: str, state_root: str, tick_s: float = 1.0) -> Any:
-    """The application's controller, started if it has none (detached: it outlives the CLI)."""
+def start_controller(
+    app: str, state_root: str, tracking_uri: str | None = None, tick_s: float = 1.0
+) -> Any:
+    """The application's controller, started if it has none (detached: it outlives the CLI).
+    Each rollout is an MLflow run at `tracking_uri` (None: untracked)."""
     import ray
 
     actor = ray.remote(CanaryController).options(
@@ -64,17 +69,23 @@ def start_controller(app: str, state_root: str, tick_s: float = 1.0) -> Any:
         max_task_retries=-1,
         num_cpus=0,
     )
-    controller = actor.remote(app, state_root, tick_s)
+    controller = actor.remote(app, state_root, tracking_uri, tick_s)
     ray.get(controller.resume.remote())
     return controller
 
 
 class CanaryController:
     def __init__(
-        self, app: str, state_root: str, tick_s: float = 1.0, clock: Callable[[], float] = time.time
+        self,
+        app: str,
+        state_root: str,
+        tracking_uri: str | None = None,
+        tick_s: float = 1.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.app = app
         self.store = RolloutStore(state_root)
+        self.tracking = TrackingConfig(uri=tracking_uri) if tracking_uri else None
         self.tick_s = tick_s
         self.clock = clock
         self.tally = Tally()
@@ -105,9 +116,9 @@ class CanaryController:
             state = await asyncio.to_thread(self.store.start, self.app, to, routing.version, cfg,
                                             self.clock(), index_arm=snapshot is not None,
                                             counts=self._counts())  # fmt: skip
-            state = state.model_copy(update={"to_snapshot": snapshot, "from_snapshot": stable})
-            await asyncio.to_thread(self.store.save, state)
-            await self._serve(state)
+            run_id = await asyncio.to_thread(self._start_run, state)
+            update = {"to_snapshot": snapshot, "from_snapshot": stable, "run_id": run_id}
+            await self._save(None, state.model_copy(update=update))
         return await self.status()
 
     async def set_weight(self, weight: int) -> dict:
@@ -127,9 +138,7 @@ class CanaryController:
             state = await asyncio.to_thread(self.store.load, self.app)
             if state is None:
                 raise RolloutError(f"no rollout of {self.app} to act on")
-            state = change(state, self.clock())
-            await asyncio.to_thread(self.store.save, state)
-            await self._serve(state)
+            await self._save(state, change(state, self.clock()))
         return await self.status()
 
     async def tick(self) -> None:
@@ -140,10 +149,10 @@ class CanaryController:
             decision = Rollout.advance(state, state.config, self.clock(), self._counts(),
                                        self._agreement(state))  # fmt: skip
             self.last = decision
-            if decision.state != state:
-                await asyncio.to_thread(self.store.save, decision.state)
             if decision.weight is not None or decision.rolled_back:
-                await self._serve(decision.state)
+                await self._save(state, decision.state)
+            elif decision.state != state:  # a new window, nothing to serve differently
+                await asyncio.to_thread(self.store.save, decision.state)
 
     async def _tick_forever(self) -> None:
         while True:
@@ -169,6 +178,36 @@ class CanaryController:
 
     def _agreement(self, state: RolloutState) -> Agreement | None:
         return self._agreements().get((state.from_version, state.to))
+
+    async def _save(self, before: RolloutState | None, after: RolloutState) -> None:
+        """Persist, record in the rollout's MLflow run, then serve: in that order, so a crash
+        between them leaves a state that the restarted controller serves again."""
+        await asyncio.to_thread(self.store.save, after)
+        await asyncio.to_thread(self._track, before, after)
+        await self._serve(after)
+
+    def _start_run(self, state: RolloutState) -> str | None:
+        if self.tracking is None:
+            return None
+        tracker = start_run(f"canary-{state.app}-{state.to}", self.tracking, StorageConfig())
+        tracker.log_params({"app": state.app, "from": state.from_version, "to": state.to,
+                            **state.config.model_dump(mode="json")})  # fmt: skip
+        return tracker.run_id
+
+    def _track(self, before: RolloutState | None, after: RolloutState) -> None:
+        """Each new event's weight and gate values as metrics (step: the event's number), and
+        the outcome when the rollout ends."""
+        if self.tracking is None or after.run_id is None:
+            return
+        tracker = Tracker(mlflow_client(self.tracking, StorageConfig()), after.run_id)
+        seen = len(before.history) if before is not None and before.id == after.id else 0
+        for number, event in enumerate(after.history[seen:], start=seen):
+            gates = {f"gate.{g.name}": g.value for g in event.gates if g.value is not None}
+            tracker.log_metrics({"weight": event.weight, **gates}, step=number)
+        if not after.running and (before is None or before.status != after.status):
+            tracker.set_tags({"outcome": after.status, "reason": after.history[-1].reason})
+            tracker.log_dict(after.model_dump(mode="json"), "rollout.json")
+            tracker.finish(None)
 
     async def _serve(self, state: RolloutState) -> None:
         """Make the application serve what `state` says."""

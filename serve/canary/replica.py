@@ -1,5 +1,5 @@
 """A replica's part in a canary rollout: it counts what each arm answered, mirrors a share of
-stable's searches to the canary and compares the hits, and reports both to the application's
+the searches to the other arm and compares the hits, and reports both to the application's
 canary controller (serve/canary/controller.py), which judges the rollout from every replica's
 counts. Shadows run in a bounded queue after the answer: a client never waits for one."""
 
@@ -48,22 +48,30 @@ class CanaryReplica:
     def record(self, arm: str, status: int, seconds: float) -> None:
         self.counts.record(arm, status, seconds)
 
-    def mirror(
-        self, arm: str, stable_ids: HitIds, canary_search: Callable[[], Awaitable[HitIds]]
-    ) -> None:
-        """Maybe run the same search on the canary, later, and compare (the agreement's top k
-        of each, or all a request asked for if fewer): only for answers of stable, while a
-        canary serves."""
+    def draw_shadow(self) -> Agreement | None:
+        """Whether the request about to be answered gets a shadow, drawn now: the agreement
+        of the versions serving now, where its comparison counts; None: no shadow."""
         routing, agreement = self.routing, self.agreement
-        if arm != STABLE or agreement is None or routing is None or routing.canary is None:
-            return
-        if not should_mirror(routing.canary.shadow):
-            return
+        if agreement is None or routing is None or routing.canary is None:
+            return None
+        return agreement if should_mirror(routing.canary.shadow) else None
+
+    def mirror(
+        self,
+        agreement: Agreement,
+        arm: str,
+        ids: HitIds,
+        other_search: Callable[[], Awaitable[HitIds]],
+    ) -> None:
+        """Run the same search on the other arm, later, and compare (the agreement's top k
+        of each, or all a request asked for if fewer). Both ways, so that pairs keep coming
+        at a weight of 0% and of 100% alike."""
 
         async def compare() -> None:
-            canary_ids = await canary_search()
-            for ours, theirs in zip(stable_ids, canary_ids, strict=True):
-                agreement.add_search(ours, theirs)
+            other = await other_search()
+            pairs = zip(ids, other, strict=True) if arm == STABLE else zip(other, ids, strict=True)
+            for stable_ids, canary_ids in pairs:
+                agreement.add_search(stable_ids, canary_ids)
 
         self.shadows.offer(compare)
 

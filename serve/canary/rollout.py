@@ -71,7 +71,7 @@ class RolloutConfig(StrictModel):
     )
     gates: GateConfig = Field(default_factory=GateConfig)
     shadow: float = Field(
-        0.1, ge=0, le=1, description="share of stable's searches mirrored to the canary"
+        0.1, ge=0, le=1, description="share of searches mirrored to the other arm, compared"
     )
     fault: FaultConfig | None = Field(
         None, description="faults injected into the canary's answers, to rehearse a rollback"
@@ -116,6 +116,7 @@ class RolloutState(StrictModel):
         None, description="ArmStats.to_dict() at the step's start; None: taken at next advance"
     )
     history: list[RolloutEvent] = Field(default_factory=list)
+    run_id: str | None = Field(None, description="the rollout's MLflow run")
     started_at: float
     ended_at: float | None = None
 

@@ -36,6 +36,9 @@ def app(served: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Ite
     canary, _ = write_snapshot(root / "canary", first_id=CANARY_FIRST_ID)
     # Six of the eight documents as in stable, two under new ids: a known disagreement.
     partial, _ = write_snapshot(root / "partial", ids=[*range(100, 106), 900, 901])
+    # The same documents under the same ids, as a reindex of an unchanged corpus writes them:
+    # the canary of a rollout, which the shadow agreement gate lets through.
+    twin, _ = write_snapshot(root / "twin", first_id=STABLE_FIRST_ID)
     args = {
         "version": "v1",
         "api_keys": [],  # no key: each request without X-Route-Key draws its own arm
@@ -57,6 +60,7 @@ def app(served: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Ite
             "stable": stable,
             "canary": canary,
             "partial": partial,
+            "twin": twin,
         }
     finally:
         serve.delete(APP)
@@ -185,14 +189,19 @@ def controller(app: dict, tmp_path: Path) -> Iterator[Any]:
     """A fresh controller with its own state; stable v1 alone again afterwards."""
     import ray
 
-    from serve.canary.controller import start_controller
+    from serve.canary.controller import find_controller, start_controller
     from serve.canary.deploy import set_canary
 
-    handle = start_controller(APP, str(tmp_path / "rollouts"), tick_s=0.2)
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    handle = start_controller(APP, str(tmp_path / "rollouts"), tracking, tick_s=0.2)
     try:
         yield handle
     finally:
         ray.kill(handle, no_restart=True)
+        # ray.kill returns before the name is free: the next test's controller must be new.
+        deadline = time.monotonic() + 30
+        while find_controller(APP) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
         set_canary(APP, None, {"version": "v1", "index": {"snapshot": str(app["stable"])}})
 
 
@@ -248,23 +257,37 @@ def arm_of_id(response: httpx.Response) -> int:
     return response.json()["results"][0][0]["id"]
 
 
-def test_a_healthy_canary_is_promoted_and_can_be_rolled_back(app: dict, controller: Any) -> None:
+def test_a_healthy_canary_is_promoted_and_can_be_rolled_back(
+    app: dict, controller: Any, tmp_path: Path
+) -> None:
     import ray
 
-    config = {"steps": [20, 100], "interval_s": 1, "min_requests": 20}
+    config = {"steps": [20, 100], "interval_s": 1, "min_requests": 20, "shadow": 0.5}
     with Load(app) as load:
-        ray.get(controller.rollout.remote("v2", str(app["canary"]), config))
+        ray.get(controller.rollout.remote("v3", str(app["twin"]), config))
         status = rollout_status(controller, "promoted")
-        asyncio.run(wait_for_version(app, "v2"))
+        asyncio.run(wait_for_version(app, "v3"))
     assert set(load.statuses) == {200}, load.statuses
     assert [e["kind"] for e in status["rollout"]["history"]] == [
         "step", "gate", "step", "gate", "promote"
     ]  # fmt: skip
-    assert served_by(app) == Counter({(CANARY_FIRST_ID, "stable/v2"): 40})
+    assert served_by(app) == Counter({(STABLE_FIRST_ID, "stable/v3"): 40})
+    assert status["shadow"]["agreement"]["v1 -> v3"]["overlap_at_10"] == 1.0
 
     ray.get(controller.rollback.remote())
     asyncio.run(wait_for_version(app, "v1"))
     assert served_by(app) == Counter({(STABLE_FIRST_ID, "stable/v1"): 40})
+
+    # The rollout is an MLflow run: its weights event by event, its gates, its outcome.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = status["rollout"]["run_id"]
+    run = client.get_run(run_id)
+    assert run.data.tags["outcome"] == "rolled_back" and run.data.params["to"] == "v3"
+    weights = sorted(client.get_metric_history(run_id, "weight"), key=lambda m: m.step)
+    assert [m.value for m in weights] == [20, 20, 100, 100, 100, 0]
+    assert "gate.error_rate" in run.data.metrics
 
 
 @pytest.mark.parametrize(
@@ -280,11 +303,11 @@ def test_a_faulty_canary_is_rolled_back_within_its_first_step(
 ) -> None:
     import ray
 
-    config = {"steps": [50, 100], "interval_s": 30, "min_requests": 20, "gates": gates,
-              "fault": fault}  # fmt: skip
+    config = {"steps": [50, 100], "interval_s": 30, "min_requests": 20}
+    config |= {"gates": gates, "fault": fault}
     started = time.monotonic()
     with Load(app):
-        ray.get(controller.rollout.remote("v2", str(app["canary"]), config))
+        ray.get(controller.rollout.remote("v3", str(app["twin"]), config))
         status = rollout_status(controller, "rolled_back")
     assert time.monotonic() - started < 30  # within the first step's interval
     rollback = status["rollout"]["history"][-1]
@@ -314,7 +337,7 @@ def test_shadow_agreement_between_versions_that_differ_in_a_known_share(
 ) -> None:
     from serve.canary.deploy import set_canary
 
-    partial = CanaryConfig(version="v3", snapshot=str(app["partial"]), weight=0, shadow=1.0)
+    partial = CanaryConfig(version="v4", snapshot=str(app["partial"]), weight=0, shadow=1.0)
     set_canary(APP, partial)
     asyncio.run(wait_for_canary(app, 0))
     bodies = [{"vectors": [vector.tolist()], "k": 8} for vector in app["vectors"]] * 5
@@ -323,10 +346,10 @@ def test_shadow_agreement_between_versions_that_differ_in_a_known_share(
         assert response.headers["X-Refinery-Version"] == "stable/v1"
 
     def agreed(status: dict) -> bool:
-        pair = status["shadow"]["agreement"].get("v1 -> v3")
+        pair = status["shadow"]["agreement"].get("v1 -> v4")
         return pair is not None and pair["pairs"] >= len(bodies)
 
-    summary = wait_status(controller, agreed, timeout_s=60)["shadow"]["agreement"]["v1 -> v3"]
+    summary = wait_status(controller, agreed, timeout_s=60)["shadow"]["agreement"]["v1 -> v4"]
     assert summary["overlap_at_10"] == pytest.approx(6 / 8)
     assert summary["rank_correlation"] == pytest.approx(1.0)
 
