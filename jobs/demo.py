@@ -1,22 +1,29 @@
 """The stages of `refinery demo`, in order. Each yields the lines it prints; later stages read
 what earlier ones wrote under the demo's output folder (the serve stage loads the docs index).
-Serving comes last: its replicas hold the CPUs that the batch jobs' tasks would need."""
+Serving comes last: its replicas hold the CPUs that the batch jobs' tasks would need.
+
+The demo prints only its own lines; what Ray, vLLM and the libraries log in this process goes
+to DIR/demo.log, and what Ray's worker processes print stays in Ray's session logs."""
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from jobs.batch import BATCH_JOBS, BatchJob, load_batch_config, run_batch_job
 from refinery.config import RuntimeConfig, load_runtime
-from refinery.ray_runtime import init_ray
+from refinery.ray_runtime import init_ray, ray_address
 
 DEMO_PORT = 8000
 DEMO_DOCS = 60  # keeps the embedding step to a minute or two on 2 CPU cores
 DEMO_QUESTIONS = ["How do I read and write Parquet files?", "a library for HTTP requests"]
+DEMO_LOG = "demo.log"
 
 
 @dataclass
@@ -38,12 +45,54 @@ class DemoStage:
     run: Callable[[DemoContext], Iterator[str]]
 
 
+@contextmanager
+def output_to(path: Path) -> Iterator[TextIO]:
+    """Everything this process writes to stdout and stderr goes to `path` (replaced), and the
+    stream yielded writes to the terminal. Redirected by file descriptor, so Ray's and vLLM's
+    native code, their Python loggers and warnings, and child processes started meanwhile all
+    land in the file without naming each one."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    terminal = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8", errors="replace")
+    with open(path, "w", buffering=1, encoding="utf-8") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield terminal
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            terminal.close()
+
+
+def ray_logs_dir() -> str:
+    """Where this Ray session keeps its processes' logs (worker-*.out/.err, raylet.out, ...)."""
+    import ray
+
+    # Ray has no public call for the folder; its node object knows it, where the temp dir
+    # (RAY_TMPDIR, --temp-dir) would have to be guessed.
+    node = getattr(ray._private.worker, "_global_node", None)
+    if node is not None:
+        return node.get_logs_dir_path()
+    return f"/tmp/ray/{ray.get_runtime_context().get_session_name()}/logs"
+
+
 def start_ray(ctx: DemoContext) -> Iterator[str]:
     import ray
 
-    init_ray(ctx.runtime.ray)
+    # Without an address ray.init joins the newest cluster that `ray start` left on this
+    # machine (someone else's, on a shared one); the demo starts its own and ends it.
+    own = {} if ray_address(ctx.runtime.ray) else {"address": "local"}
+    # Workers' output stays in the session's log files instead of being streamed here.
+    init_ray(ctx.runtime.ray, log_to_driver=False, **own)
     resources = ray.cluster_resources()
     yield f"Ray {ray.__version__}: {len(ray.nodes())} node(s), {resources.get('CPU', 0):.0f} CPUs"
+    yield f"worker processes' output: {ray_logs_dir()} (worker-*.out and .err; Serve's in serve/)"
 
 
 def refine_documents(ctx: DemoContext) -> Iterator[str]:

@@ -1,8 +1,8 @@
 """Typed configuration: YAML files under configs/ loaded into pydantic models.
 
 A job config (docs.yaml, logs.yaml, ...) holds the job's own sections plus an optional
-`runtime:` section. The runtime section is laid over a profile (configs/local.yaml or
-configs/cluster.yaml), so switching from a laptop to a cluster is one flag or RAY_ADDRESS.
+`runtime:` section. The runtime section is laid over a profile (configs/profiles/local.yaml or
+configs/profiles/cluster.yaml), so switching from a laptop to a cluster is one flag or RAY_ADDRESS.
 Every mistake (missing file, bad YAML, unknown key, wrong type) is one ConfigError that
 names the file and the key path.
 """
@@ -17,6 +17,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# A folder of their own, apart from the job configs and from the repo's cluster.yaml, which is
+# the Ray cluster launcher's config and not a profile.
+PROFILE_DIR_NAME = "profiles"
 PROFILES = ("local", "cluster")
 
 
@@ -190,9 +193,13 @@ def default_profile() -> str:
 
 
 def load_profile(profile: str | None = None, config_dir: Path = CONFIG_DIR) -> dict[str, Any]:
-    """The raw runtime settings of a profile: a name in configs/ or a path to a YAML file."""
+    """The raw runtime settings of a profile: a name in configs/profiles/ or a path to a YAML
+    file."""
     name = profile or default_profile()
-    path = Path(name) if name.endswith((".yaml", ".yml")) else config_dir / f"{name}.yaml"
+    if name.endswith((".yaml", ".yml")):
+        path = Path(name)
+    else:
+        path = config_dir / PROFILE_DIR_NAME / f"{name}.yaml"
     data = read_yaml(path)
     validate(RuntimeConfig, data, str(path))
     return data

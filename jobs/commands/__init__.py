@@ -6,6 +6,7 @@ from jobs.commands import (
     config,
     demo,
     jobs,
+    k8s,
     model,
     registry,
     run,
@@ -14,4 +15,4 @@ from jobs.commands import (
     submit,
 )
 
-COMMANDS = [demo, run, submit, jobs, schedule, serve, canary, registry, config, model, bench]
+COMMANDS = [demo, run, submit, jobs, schedule, serve, canary, registry, config, k8s, model, bench]

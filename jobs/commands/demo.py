@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import time
+import traceback
+from typing import TextIO
 
-from jobs.demo import DEMO_PORT, DEMO_STAGES, DemoContext
+from jobs.demo import DEMO_LOG, DEMO_PORT, DEMO_STAGES, DemoContext, output_to
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,21 +25,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    ctx = DemoContext.create(args.output, args.profile)
+    log_path = ctx.output / DEMO_LOG
+    print(f"Ray's, vLLM's and the libraries' logs: {log_path}", flush=True)
+    with output_to(log_path) as terminal:
+        _run_stages(ctx, args.keep_serving, terminal)
+    return 0
+
+
+def _say(terminal: TextIO, line: str) -> None:
+    print(line, file=terminal, flush=True)
+    print(line, flush=True)  # into the log as well, to find each stage's records there
+
+
+def _run_stages(ctx: DemoContext, keep_serving: bool, terminal: TextIO) -> None:
     import ray
 
-    ctx = DemoContext.create(args.output, args.profile)
+    stage_title = ""
     try:
         for number, stage in enumerate(DEMO_STAGES, 1):
-            print(f"\n== [{number}/{len(DEMO_STAGES)}] {stage.title}", flush=True)
+            stage_title = stage.title
+            _say(terminal, f"\n== [{number}/{len(DEMO_STAGES)}] {stage.title}")
             t0 = time.perf_counter()
             for line in stage.run(ctx):
-                print(f"   {line}", flush=True)
-            print(f"   ({time.perf_counter() - t0:.1f} s)", flush=True)
-        print("\ndemo finished; outputs under", ctx.output, flush=True)
-        if args.keep_serving:
-            print(f"serving on http://127.0.0.1:{DEMO_PORT}; Ctrl-C stops it", flush=True)
+                print(f"   {line}", file=terminal, flush=True)
+            print(f"   ({time.perf_counter() - t0:.1f} s)", file=terminal, flush=True)
+        _say(terminal, f"\ndemo finished; outputs under {ctx.output}")
+        if keep_serving:
+            _say(terminal, f"serving on http://127.0.0.1:{DEMO_PORT}; Ctrl-C stops it")
             while True:
                 time.sleep(3600)
+    except Exception as error:
+        traceback.print_exc()  # into the log, after the records that led up to it
+        print(
+            f"demo failed in {stage_title!r}: {type(error).__name__}: {error}\n"
+            f"see {ctx.output / DEMO_LOG}",
+            file=terminal,
+            flush=True,
+        )
+        raise
     finally:
         ray.shutdown()  # stops Serve and the local Ray the demo started
-    return 0

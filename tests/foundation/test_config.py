@@ -28,6 +28,13 @@ def test_shipped_profiles_validate(profile: str) -> None:
     assert isinstance(load_runtime(profile), RuntimeConfig)
 
 
+def test_profiles_live_apart_from_job_configs() -> None:
+    """configs/cluster.yaml would read as the repo's launcher config (cluster.yaml)."""
+    for profile in PROFILES:
+        assert (CONFIG_DIR / "profiles" / f"{profile}.yaml").is_file()
+        assert not (CONFIG_DIR / f"{profile}.yaml").exists()
+
+
 def test_local_profile_is_the_embedded_default() -> None:
     local = load_runtime("local")
     assert local.ray.address is None
