@@ -4,7 +4,8 @@ Each client keeps one keep-alive connection and sends pre-encoded request bytes 
 the generator does little more than a socket write and a header parse per request. A run is
 bounded by a request count and a per-request timeout; it reports throughput, latency percentiles
 and its own CPU time (the thread's, not the process's), so a reader can see how much of the
-shared cores the generator itself took.
+shared cores the generator itself took. Several groups of clients (say searches and upserts)
+can run together in the one loop, each at its own pace, each with its own figures.
 """
 
 from __future__ import annotations
@@ -59,16 +60,29 @@ class LoadResult:
         }
 
 
-class _Run:
-    """State shared by the clients of one run: tickets, latencies, errors."""
+@dataclass(frozen=True)
+class Load:
+    """One group of clients of a run: `total` requests cycling through `requests`. With `rate`,
+    the group's requests are spread evenly at that many per second (a client still waits for
+    its answer before the next: a slow server gets fewer); without, each client sends its next
+    request at once."""
 
-    def __init__(
-        self, requests: Sequence[bytes], total: int, timeout_s: float, budget_s: float | None
-    ) -> None:
-        self.requests = requests
-        self.tickets = iter(range(total))
+    requests: Sequence[bytes]
+    clients: int
+    total: int
+    rate: float | None = None
+
+
+class _Run:
+    """State shared by the clients of one group: tickets, latencies, errors."""
+
+    def __init__(self, load: Load, timeout_s: float, budget_s: float | None) -> None:
+        self.requests = load.requests
+        self.tickets = iter(range(load.total))
         self.timeout_s = timeout_s
-        self.stop_at = time.perf_counter() + budget_s if budget_s else float("inf")
+        self.started = time.perf_counter()
+        self.stop_at = self.started + budget_s if budget_s else float("inf")
+        self.interval = 1.0 / load.rate if load.rate else 0.0
         self.latencies: list[float] = []
         self.errors = 0
         self.first_error: str | None = None
@@ -100,8 +114,10 @@ async def _client(host: str, port: int, run: _Run, offset: int) -> None:
     writer = None
     # Clients start at different requests so concurrent queries differ.
     bodies = itertools.islice(itertools.cycle(run.requests), offset, None)
-    for _ in run.tickets:
+    for ticket in run.tickets:
         request = next(bodies)
+        if run.interval:
+            await asyncio.sleep(run.started + ticket * run.interval - time.perf_counter())
         started = time.perf_counter()
         if started > run.stop_at:
             break
@@ -134,8 +150,12 @@ def _close(writer: asyncio.StreamWriter | None) -> None:
         writer.close()
 
 
-async def _run_clients(host: str, port: int, run: _Run, clients: int) -> None:
-    await asyncio.gather(*(_client(host, port, run, i) for i in range(clients)))
+async def _run_groups(host: str, port: int, loads: Sequence[Load], runs: list[_Run]) -> None:
+    clients = []
+    for load, run in zip(loads, runs, strict=True):
+        run.started = time.perf_counter()  # the pace counts from here, not from set-up
+        clients += [_client(host, port, run, i) for i in range(load.clients)]
+    await asyncio.gather(*clients)
 
 
 def run_load(
@@ -150,16 +170,46 @@ def run_load(
     """Send `total` requests over `clients` keep-alive connections, each client waiting for its
     answer before the next request (closed loop), cycling through the encoded `requests`.
     With `budget_s`, no request starts after that many seconds (a slow target sends fewer)."""
-    run = _Run(requests, total, timeout_s, budget_s)
+    return run_loads(host, port, [Load(requests, clients, total)], timeout_s, budget_s)[0]
+
+
+def run_loads(
+    host: str,
+    port: int,
+    loads: Sequence[Load],
+    timeout_s: float = 30.0,
+    budget_s: float | None = None,
+) -> list[LoadResult]:
+    """Run the groups of clients together, in one event loop; one result per group. The
+    generator's CPU is shared out in proportion to the requests each group sent: each costs it
+    about one write and one header parse."""
+    runs = [_Run(load, timeout_s, budget_s) for load in loads]
     cpu, wall = time.thread_time(), time.perf_counter()
-    asyncio.run(_run_clients(host, port, run, clients))
+    asyncio.run(_run_groups(host, port, loads, runs))
     wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+    sent = [len(run.latencies) + run.errors for run in runs]
+    return [
+        LoadResult(
+            clients=load.clients,
+            requests=len(run.latencies),
+            errors=run.errors,
+            seconds=wall,
+            cpu_s=cpu * n / max(sum(sent), 1),
+            latencies_s=np.asarray(run.latencies),
+            first_error=run.first_error,
+        )
+        for load, run, n in zip(loads, runs, sent, strict=True)
+    ]
+
+
+def merged(results: Sequence[LoadResult]) -> LoadResult:
+    """Several runs of one group as one: rates over their summed time, latencies pooled."""
     return LoadResult(
-        clients=clients,
-        requests=len(run.latencies),
-        errors=run.errors,
-        seconds=wall,
-        cpu_s=cpu,
-        latencies_s=np.asarray(run.latencies),
-        first_error=run.first_error,
+        clients=results[0].clients,
+        requests=sum(r.requests for r in results),
+        errors=sum(r.errors for r in results),
+        seconds=sum(r.seconds for r in results),
+        cpu_s=sum(r.cpu_s for r in results),
+        latencies_s=np.concatenate([r.latencies_s for r in results]),
+        first_error=next((r.first_error for r in results if r.first_error), None),
     )

@@ -1,6 +1,7 @@
 """The do-nothing endpoint of `refinery bench serve`: a Serve FastAPI deployment behind the same
 proxy as Refinery's app that reads the request body and answers a small JSON, so its
-throughput is Serve's own overhead per request on this machine."""
+throughput is Serve's own overhead per request on this machine. It takes upserts too: the
+ceiling of `refinery bench serve-updates`."""
 
 from __future__ import annotations
 
@@ -18,3 +19,8 @@ class DoNothing:
     async def search(self, request: Request) -> JSONResponse:
         await request.body()
         return JSONResponse({"results": []})
+
+    @app.post("/v1/upsert")
+    async def upsert(self, request: Request) -> JSONResponse:
+        await request.body()
+        return JSONResponse({"upserted": 1, "deleted": 0, "count": 0})

@@ -8,6 +8,8 @@ Search logic lives here, apart from Ray Serve, so it is testable without a clust
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import itertools
 import logging
 import tempfile
@@ -23,7 +25,7 @@ import pyarrow.fs as pafs
 
 from refinery.manifest import Manifest, SnapshotError
 from refinery.storage import resolve
-from refinery.update_log import Delete, Entry, UpdateLog, Upsert
+from refinery.update_log import Delete, Entry, Record, UpdateLog, Upsert
 from serve.errors import SchemaMismatch
 from serve.payload_rows import PayloadRows
 from serve.protocol import HitDict, PayloadFilter
@@ -43,6 +45,11 @@ class Snapshot:
     deleted ids never come back. An update costs what it changes (serve/payload_rows.py).
     """
 
+    # Records applied as one update: each index write waits for the scan running to finish
+    # (the index's reader/writer lock), so one write per record would let a copy under search
+    # load apply only a few records per scan, however many were logged.
+    APPLY_BATCH_ENTRIES = 1024
+
     def __init__(self, snapshot_dir: str) -> None:
         self.path = snapshot_dir
         self.manifest = Manifest.read(snapshot_dir)
@@ -61,6 +68,8 @@ class Snapshot:
                 f"{self.manifest.documents}: no document row for {len(unmatched)} index ids "
                 f"(e.g. {unmatched[:3].tolist()}); index and documents are from different runs?"
             )
+        del table  # self.rows holds the rows, in one chunk
+        _return_free_memory()
 
     @property
     def row_of(self) -> dict[int, int]:
@@ -152,15 +161,30 @@ class Snapshot:
         if self.log is None:
             raise RuntimeError("catch_up needs a log: call follow(log) first")
         with self._follow_lock:
+            records: list[Record] = []
             for record in self.log.read(after=self.position):
+                records.append(record)
+                if sum(len(r.entries) for r in records) >= self.APPLY_BATCH_ENTRIES:
+                    self._apply_records(records)
+                    records = []
+            self._apply_records(records)
+        return self.position
+
+    def _apply_records(self, records: list[Record]) -> None:
+        if not records:
+            return
+        try:
+            self.apply([entry for record in records for entry in record.entries])
+        except SchemaMismatch:
+            # apply changed nothing: each record alone, so only the ones that do not fit go.
+            for record in records:
                 try:
                     self.apply(record.entries)
                 except SchemaMismatch as error:
                     logger.warning(
                         "%s: record %d skipped: %s", self.log.location, record.position, error
                     )
-                self.position = record.position
-        return self.position
+        self.position = records[-1].position
 
     def upsert(self, ids: np.ndarray, vectors: np.ndarray, payloads: list[dict]) -> None:
         """Add or replace vectors with their payloads (unknown payload fields are an error);
@@ -220,6 +244,15 @@ class Snapshot:
         except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
             message = f"payload does not match the snapshot's columns: {error}"
             raise SchemaMismatch(message) from None
+
+
+def _return_free_memory() -> None:
+    """Loading frees the Parquet decode buffers and the id arrays it compared, but the
+    allocators keep those pages for reuse: each replica on a node would hold its own idle
+    copy, next to the index pages they share. Give them back to the system."""
+    pa.default_memory_pool().release_unused()
+    with contextlib.suppress(OSError, AttributeError):  # malloc_trim is glibc's
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _last_of_each(ids: np.ndarray) -> np.ndarray:

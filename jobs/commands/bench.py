@@ -16,6 +16,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     ),
     "docs": ("bench.docs", "document pipeline against a single-process datasketch loop"),
     "serve": ("bench.serve", "Serve /v1/search against a do-nothing endpoint and FastAPI+FAISS"),
+    "serve-updates": ("bench.serve_updates", "Serve /v1/upsert under search load"),
+    "serve-memory": ("bench.serve_memory", "memory of 1 and 2 ingress replicas on one snapshot"),
 }
 
 

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from bench.loadgen import encode_post, run_load
+from bench.loadgen import Load, encode_post, run_load, run_loads
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -90,3 +90,17 @@ def test_a_budget_stops_the_run_early(server: tuple[str, int]) -> None:
     requests = [encode_post(host, port, "/x", b"{}")]
     result = run_load(host, port, requests, clients=2, total=10**6, timeout_s=10, budget_s=0.3)
     assert 0 < result.requests < 10**6 and result.errors == 0
+
+
+def test_groups_run_together_each_with_its_own_figures_and_pace(server: tuple[str, int]) -> None:
+    host, port = server
+    fast = Load([encode_post(host, port, "/x", b'{"g": "fast"}')], clients=2, total=10**6)
+    paced = Load(
+        [encode_post(host, port, "/x", b'{"g": "paced"}')], clients=4, total=10**6, rate=20
+    )
+    results = run_loads(host, port, [fast, paced], timeout_s=10, budget_s=0.6)
+    assert [r.clients for r in results] == [2, 4] and all(r.errors == 0 for r in results)
+    seen = [body["g"] for body in _Handler.seen]
+    assert results[0].requests == seen.count("fast") > results[1].requests
+    # 20/s for 0.6 s: 12 at most, however many clients share the pace.
+    assert 8 <= results[1].requests == seen.count("paced") <= 13

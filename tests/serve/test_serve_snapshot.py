@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -259,6 +260,26 @@ def test_two_copies_following_one_log_answer_identically(tmp_path: Path) -> None
     restarted = Snapshot(snapshot_dir)
     restarted.follow(log)
     assert answers(restarted) == answers(early)
+
+
+def test_records_caught_up_together_end_as_applied_one_by_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snapshot_dir = str(write(tmp_path / "snap"))
+    log = UpdateLog(str(tmp_path / "log"))
+    for n in range(120):
+        log.append(entries_for(n))
+        if n == 110:  # late: no later update of the same ids hides what a batch lost
+            log.append([Upsert(99, VECTORS[0], {"colour": "red"})])  # fits no copy: skipped
+    one_by_one = Snapshot(snapshot_dir)
+    for record in log.read():
+        with contextlib.suppress(SchemaMismatch):
+            one_by_one.apply(record.entries)
+    monkeypatch.setattr(Snapshot, "APPLY_BATCH_ENTRIES", 16)  # batches end mid-burst
+    together = Snapshot(snapshot_dir)
+    assert together.follow(log) == 121
+    assert answers(together) == answers(one_by_one)
+    assert sorted(together.row_of) == sorted(one_by_one.row_of) and 99 not in together.row_of
 
 
 def test_applying_entries_again_changes_nothing(tmp_path: Path) -> None:
