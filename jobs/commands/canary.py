@@ -171,13 +171,21 @@ def status_table(status: dict) -> str:
     for gate in status.get("gates") or []:
         lines.append(
             f"gate {gate['name']:<16} {gate['status']:<8} "
-            f"value {gate['value']} threshold {gate['threshold']}"
+            f"value {_num(gate['value'])} threshold {_num(gate['threshold'])}"
         )
     for pair, agreement in ((status.get("shadow") or {}).get("agreement") or {}).items():
-        lines.append(f"shadow {pair}: " + ", ".join(f"{k} {v}" for k, v in agreement.items()))
+        shown = {k: v for k, v in agreement.items() if k in SHADOW_FIELDS and v is not None}
+        lines.append(f"shadow {pair}: " + ", ".join(f"{k} {_num(v)}" for k, v in shown.items()))
     for event in (rollout or {}).get("history", [])[-5:]:
         lines.append(f"  {event['kind']:<9} {event['weight']:>3}%  {event['reason']}")
     return "\n".join(lines)
+
+
+SHADOW_FIELDS = ("pairs", "overlap_at_10", "rank_correlation", "exact_match_rate", "length_ratio")
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 def _pct(rate: float | None) -> str:
