@@ -193,10 +193,10 @@ class Snapshot:
         ids, vectors = ids[keep], self._checked_vectors(ids, vectors)[keep]
         new_rows = self._payload_rows(ids, [payloads[k] for k in keep])
         with self._write_lock:
-            replaced = self.rows.upsert(new_rows)
-            if replaced:
-                self.index.remove_ids(np.asarray(replaced, dtype=np.int64))
-            self.index.add_with_ids(vectors, ids)
+            self.rows.upsert(new_rows)
+            # Replaces each id's vector in one step for readers; the mapped base stays as it
+            # is (vectorindex/layered.py).
+            self.index.upsert(vectors, ids)
 
     def delete(self, ids: np.ndarray) -> int:
         """Remove ids; unknown ones are ignored. Returns how many were removed."""
@@ -292,19 +292,20 @@ def _fits(value: Any, column_type: pa.DataType) -> bool:
 
 def _load_index(uri: str) -> Any:
     """vectorindex reads local files, memory-mapped: the replicas on a node share one page-cache
-    copy of a local index (an update gives the replica its own copy). A remote index is copied
-    down first; the mapping outlives the temporary file."""
+    copy of a local index. Updates go to a delta in the replica's memory and only mark the
+    mapped rows they replace or delete, so the mapping stays shared (vectorindex/layered.py).
+    A remote index is copied down first; the mapping outlives the temporary file."""
     import vectorindex
 
     fs, inner = resolve(uri)
     if not fs.get_file_info(inner).is_file:
         raise SnapshotError(f"{uri}: index file not found")
     if isinstance(fs, pafs.LocalFileSystem):
-        return vectorindex.load(inner, mmap=True)
+        return vectorindex.LayeredIndex(vectorindex.load(inner, mmap=True))
     with tempfile.TemporaryDirectory(prefix="refinery-index-") as tmp:
         local = f"{tmp}/index.bin"
         pafs.copy_files(inner, local, source_filesystem=fs)
-        return vectorindex.load(local, mmap=True)
+        return vectorindex.LayeredIndex(vectorindex.load(local, mmap=True))
 
 
 def _load_payload_table(documents: str) -> pa.Table:

@@ -17,6 +17,7 @@ from vectorindex._core import (
     simd_level,
 )
 from vectorindex._core import load as _load
+from vectorindex.layered import LayeredIndex
 
 __all__ = [
     "Index",
@@ -24,6 +25,7 @@ __all__ = [
     "IndexFlatIP",
     "IndexFlatL2",
     "IndexHNSW",
+    "LayeredIndex",
     "get_num_threads",
     "load",
     "set_num_threads",

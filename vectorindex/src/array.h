@@ -75,6 +75,7 @@ class Array {
   }
 
   size_t owned_bytes() const { return owned_.capacity() * sizeof(T); }
+  bool is_view() const { return view_ != nullptr; }
 
  private:
   Vector owned_;

@@ -218,6 +218,26 @@ PYBIND11_MODULE(_core, m) {
       .def("add_with_ids", [](Index& i, py::handle xb, const py::object& ids) { add(i, xb, ids); },
            py::arg("xb"), py::arg("ids"), "Adds rows of xb under the given unique int64 ids.")
       .def(
+          "upsert",
+          [](Index& i, py::handle xb, const py::object& ids) {
+            py::array x = as_matrix(xb, i.d(), "xb");
+            py::array_t<int64_t> id_arr = as_ids(ids, "ids");
+            if (id_arr.size() != x.shape(0)) {
+              throw py::value_error("ids has shape (" + std::to_string(id_arr.size()) +
+                                    ",) but xb has shape " + shape_of(x));
+            }
+            const float* xp = static_cast<const float*>(x.data());
+            const int64_t* idp = id_arr.data();
+            const size_t n = size_t(x.shape(0));
+            py::gil_scoped_release nogil;
+            i.upsert(xp, n, idp);
+          },
+          py::arg("xb"), py::arg("ids"),
+          "Adds rows of xb under ids, replacing the vectors of ids already present, as one "
+          "change: a concurrent search sees each id's old vector or its new one.")
+      .def_property_readonly("mapped", &Index::mapped,
+                             "True while the vectors are read from the mapped file (no copy).")
+      .def(
           "remove_ids",
           [](Index& i, const py::object& ids) {
             py::array_t<int64_t> a = as_ids(ids, "ids");

@@ -25,9 +25,11 @@ void FlatIndex::add_prepared(const float* x, const float*, size_t n, const int64
   store_.append(x, n, ids);
 }
 
-// Compacting once a quarter of the slots are dead keeps deletes O(1) amortised.
+// Compacting once a quarter of the slots are dead keeps deletes O(1) amortised. Not while
+// the rows view a mapped file: compacting would copy the whole file into this process, when
+// the point of mapping it is that processes share its pages; deleted rows stay skipped.
 void FlatIndex::after_remove() {
-  if (store_.n_deleted() * 4 > store_.slots()) store_.compact();
+  if (!store_.is_view() && store_.n_deleted() * 4 > store_.slots()) store_.compact();
 }
 
 template <bool kCodes, bool kL2>

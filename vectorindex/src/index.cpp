@@ -4,6 +4,8 @@
 #include <limits>
 #include <mutex>
 #include <stdexcept>
+#include <string>
+#include <unordered_set>
 
 #include "parallel.h"
 
@@ -65,6 +67,31 @@ size_t Index::remove(const int64_t* ids, size_t n) {
   const size_t removed = store_.remove(ids, n);
   if (removed) after_remove();
   return removed;
+}
+
+void Index::upsert(const float* x, size_t n, const int64_t* ids) {
+  if (!n) return;
+  std::unordered_set<int64_t> seen(n);
+  for (size_t i = 0; i < n; ++i) {
+    if (!seen.insert(ids[i]).second) {
+      throw std::invalid_argument("id " + std::to_string(ids[i]) + " is repeated in ids");
+    }
+  }
+  const size_t dp = store_.dp();
+  std::vector<float> prepared(n * dp), norms(n);
+  store_.prepare(x, n, prepared.data(), norms.data());
+  // One lock for the whole batch (no chunks as in add): between a removal and its add a
+  // search would find neither vector. Upserts are small; bulk loads go through add.
+  std::unique_lock lock(mu_);
+  const size_t removed = store_.remove(ids, n);
+  reserve_for(n);
+  add_prepared(prepared.data(), norms.data(), n, ids);
+  if (removed) after_remove();
+}
+
+bool Index::mapped() const {
+  std::shared_lock lock(mu_);
+  return store_.is_view();
 }
 
 void Index::own() {

@@ -50,6 +50,12 @@ class Index {
   // for an id already present.
   void add(const float* x, size_t n, const int64_t* ids);
   size_t remove(const int64_t* ids, size_t n);
+  // Adds rows under ids, first removing the ids already present, as one change: a concurrent
+  // search sees each id's old vector or its new one, never neither. Throws
+  // std::invalid_argument for an id repeated in ids.
+  void upsert(const float* x, size_t n, const int64_t* ids);
+  // Whether rows are still read from a mapped file (load with mmap, no add since).
+  bool mapped() const;
   // D and I hold nq * k; missing results get id -1.
   void search(const float* xq, size_t nq, const SearchArgs& args, float* D, int64_t* I) const;
   void compact();

@@ -127,6 +127,8 @@ class VectorStore {
   void restore(const Parts& p);
   // Copies arrays that still view a mapped file.
   void own();
+  // Whether some rows are still read from a mapped file (any write to them copies it all).
+  bool is_view() const { return vecs_.is_view() || codes_.is_view() || norms_.is_view(); }
 
  private:
   void put(uint32_t s, const float* prepared, const int64_t* id);
