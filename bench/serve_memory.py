@@ -9,8 +9,8 @@ MemAvailable since just before the deployment (the page cache of a mapped file c
 available: the drop is what the app's processes, its embedder too, hold of their own; other
 work on the machine moves it as well). The index file is memory-mapped, so with 2 replicas the
 sum of PSS grows by the second replica's own memory only. With --with-update each count is
-measured again after one upsert: a replica's first update copies the mapped vectors into its
-own memory. Prints a table and one JSON line.
+measured again after one upsert: updates go to a delta in the replica's memory and leave the
+mapped vectors shared. Prints a table and one JSON line.
 """
 
 from __future__ import annotations
