@@ -1,8 +1,8 @@
 """Batch jobs (`refinery run NAME`): config model, runner, and the harness every run goes through.
 
-A runner is a plain function in pipelines/ with the signature
-`run(cfg, stats: RunStats, tracker: Tracker) -> None`; the harness joins Ray, opens the MLflow
-run, and writes DIR/stats.json whether the job succeeds or fails, and whether or not MLflow
+A runner is a plain function in pipelines/ (in jobs/ where it hands over to serve/) with the
+signature `run(cfg, stats: RunStats, tracker: Tracker) -> None`; the harness joins Ray, opens the
+MLflow run, and writes DIR/stats.json whether the job succeeds or fails, and whether or not MLflow
 answered (its `tracking` entry says).
 """
 
@@ -55,6 +55,14 @@ BATCH_JOBS: dict[str, BatchJob] = {
             "pipelines.logs.config:LogsJobConfig",
             "pipelines.logs.job:run",
             str(CONFIG_DIR / "logs.yaml"),
+        ),
+        BatchJob(
+            "reindex",
+            "next index version: changed chunks embedded, update log folded in, validated, "
+            "registered as challenger",
+            "jobs.reindex:ReindexJobConfig",
+            "jobs.reindex:run",
+            str(CONFIG_DIR / "reindex.yaml"),
         ),
     )
 }

@@ -18,6 +18,11 @@ from typing import Any
 from refinery.storage import write_text
 
 
+class JobRejected(RuntimeError):
+    """A job that ran to its end and refused its own result (a reindexed version that failed
+    validation): the run is FAILED and the message says why, but nothing crashed."""
+
+
 @dataclass
 class StepStats:
     name: str

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from jobs.batch import BATCH_JOBS, load_batch_config, run_batch_job
 from jobs.commands.common import add_config_flags
+from refinery.runstats import JobRejected
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,6 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         add_config_flags(sub, job.default_config)
         sub.add_argument("--input", help="input path, glob or URI (overrides the config)")
         sub.add_argument("--output", help="output directory or URI (overrides the config)")
+        if job.name == "reindex":
+            sub.add_argument(
+                "--full", action="store_true", help="embed every chunk (reindex.full: true)"
+            )
         sub.set_defaults(func=_run)
 
 
@@ -28,6 +34,12 @@ def _run(args: argparse.Namespace) -> int:
         cfg.input = args.input
     if args.output:
         cfg.output = args.output
-    stats = run_batch_job(job, cfg)
+    if getattr(args, "full", False):
+        cfg.reindex.full = True
+    try:
+        stats = run_batch_job(job, cfg)
+    except JobRejected as error:  # stats.json and the MLflow run hold the details
+        print(f"refinery: {job.name}: {error}", file=sys.stderr)
+        return 1
     print(json.dumps(stats.to_dict(), indent=2, default=str))
     return 0

@@ -70,7 +70,8 @@ class Fingerprint:
 
     def add(self, table: pa.Table) -> None:
         for chunk_id, text in zip(table["id"].to_pylist(), table["text"].to_pylist(), strict=True):
-            self.lines.append(f"{chunk_id}\t{hashlib.blake2b(text.encode()).hexdigest()}")
+            # A row upserted through the API may carry no text (or id) in its payload.
+            self.lines.append(f"{chunk_id}\t{hashlib.blake2b((text or '').encode()).hexdigest()}")
 
     def hexdigest(self) -> str:
         return hashlib.sha256("\n".join(sorted(self.lines)).encode()).hexdigest()
@@ -111,9 +112,9 @@ class SnapshotWriter:
     the index and the manifest and switches DIR/index/manifest.json to this version."""
 
     def __init__(self, out: str, dimension: int | None, model: str | None, metric: str,
-                 with_index: bool = True) -> None:  # fmt: skip
+                 with_index: bool = True, version: str | None = None) -> None:  # fmt: skip
         self.out = out.rstrip("/")
-        self.version = new_version()
+        self.version = version or new_version()
         self.documents = f"{self.out}/documents/{self.version}"
         self.dimension = dimension
         self.model = model if dimension is not None else None
@@ -130,8 +131,9 @@ class SnapshotWriter:
     def index_path(self) -> str | None:
         return f"{self.out}/index/{self.version}/index.bin" if self.index is not None else None
 
-    def publish(self, count: int) -> str:
-        """The published manifest's path; other versions are removed after the switch."""
+    def publish(self, count: int, update_log_position: int | None = None) -> str:
+        """The published manifest's path; other versions are removed after the switch.
+        `update_log_position`: the last update-log record folded into this version."""
         if self.index is not None:
             self.index.save(self.index_path)
         snapshot = Manifest(
@@ -144,6 +146,7 @@ class SnapshotWriter:
             index=self.index_path,
             documents=self.documents,
             version=self.version,
+            update_log_position=update_log_position,
         )
         snapshot.write(f"{self.out}/index/{self.version}")  # the version's own record
         manifest = snapshot.write(f"{self.out}/index")  # published: the one atomic switch

@@ -18,12 +18,15 @@ from collections.abc import Callable
 from typing import Any
 
 from refinery.config import StorageConfig, TrackingConfig
+from refinery.manifest import update_log_location
+from refinery.registry import IndexRegistry, RegistryError, resolve_snapshot
 from refinery.tracking import Tracker, mlflow_client, start_run
 from serve.canary import rollout as verbs
 from serve.canary.agreement import Agreement
 from serve.canary.deploy import current_routing, set_canary
 from serve.canary.rollout import (
     Decision,
+    RegistryVersion,
     Rollout,
     RolloutConfig,
     RolloutError,
@@ -108,8 +111,17 @@ class CanaryController:
         if self._ticker is None:
             await self.resume()
 
-    async def rollout(self, to: str, snapshot: str | None, config: dict[str, Any]) -> dict:
+    async def rollout(
+        self,
+        to: str,
+        snapshot: str | None,
+        config: dict[str, Any],
+        registry: dict[str, Any] | None = None,
+    ) -> dict:
+        """`registry`: the canary's index registry version (RegistryVersion's fields), whose
+        `champion` alias then follows the rollout's promotion and a rollback after it."""
         cfg = RolloutConfig.model_validate(config)
+        registered = RegistryVersion.model_validate(registry) if registry else None
         async with self.lock:
             routing = await asyncio.to_thread(current_routing, self.app)
             stable = routing.index.snapshot if routing.index else None
@@ -117,7 +129,8 @@ class CanaryController:
                                             self.clock(), index_arm=snapshot is not None,
                                             counts=self._counts())  # fmt: skip
             run_id = await asyncio.to_thread(self._start_run, state)
-            update = {"to_snapshot": snapshot, "from_snapshot": stable, "run_id": run_id}
+            update = {"to_snapshot": snapshot, "from_snapshot": stable, "run_id": run_id,
+                      "registry": registered}  # fmt: skip
             await self._save(None, state.model_copy(update=update))
         return await self.status()
 
@@ -185,6 +198,28 @@ class CanaryController:
         await asyncio.to_thread(self.store.save, after)
         await asyncio.to_thread(self._track, before, after)
         await self._serve(after)
+        await asyncio.to_thread(self._move_champion, before, after)
+
+    def _move_champion(self, before: RolloutState | None, after: RolloutState) -> None:
+        """The registry's `champion` follows what serves as stable: the canary's version once
+        promoted, the one before it after a rollback of the promotion. Moved after serving,
+        so the alias never names a version that does not serve; a registry that fails leaves
+        the rollout as it is and is logged."""
+        registered = after.registry
+        if registered is None or before is None or before.status == after.status:
+            return
+        if after.status == "promoted":
+            target = registered.version
+            why = f"promoted by canary rollout {after.id} of {after.app}"
+        elif after.status == "rolled_back" and before.status == "promoted" and registered.previous:
+            target = registered.previous
+            why = f"canary rollout {after.id} of {after.app} rolled back after its promotion"
+        else:
+            return
+        try:
+            IndexRegistry(registered.uri, registered.name).set_alias("champion", target, why)
+        except RegistryError:
+            logger.exception("moving champion of %s to version %s", registered.name, target)
 
     def _start_run(self, state: RolloutState) -> str | None:
         if self.tracking is None:
@@ -236,6 +271,11 @@ class CanaryController:
         routing = current_routing(self.app)
         index = routing.index.model_dump() if routing.index else None
         if index is not None and snapshot is not None:
+            if index.get("update_log") is None and snapshot != index["snapshot"]:
+                # The log defaults to the stable snapshot's folder: a stable from another folder
+                # (a reindexed version) keeps the log the replicas follow and its positions.
+                stable = resolve_snapshot(index["snapshot"], index.get("registry_uri"))
+                index["update_log"] = update_log_location(stable)
             index["snapshot"] = snapshot
         return {"version": version, "index": index}
 

@@ -97,6 +97,17 @@ class RolloutEvent(StrictModel):
     reason: str = ""
 
 
+class RegistryVersion(StrictModel):
+    """The index registry version of a rollout's canary snapshot (refinery/registry.py)."""
+
+    uri: str = Field(description="the registry's MLflow tracking URI")
+    name: str = Field(description="the registered model")
+    version: str = Field(description="made `champion` when the rollout is promoted")
+    previous: str | None = Field(
+        None, description="the champion before: made champion again by a rollback after promotion"
+    )
+
+
 class RolloutState(StrictModel):
     id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     app: str
@@ -117,6 +128,7 @@ class RolloutState(StrictModel):
     )
     history: list[RolloutEvent] = Field(default_factory=list)
     run_id: str | None = Field(None, description="the rollout's MLflow run")
+    registry: RegistryVersion | None = Field(None, description="the canary's registry version")
     started_at: float
     ended_at: float | None = None
 
