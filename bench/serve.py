@@ -84,8 +84,9 @@ def index_query_ms(snapshot: Path, body: bytes) -> float:
     import numpy as np
 
     import vectorindex
+    from refinery.manifest import Manifest
 
-    index = vectorindex.load(str(snapshot / "index.bin"))
+    index = vectorindex.load(Manifest.read(str(snapshot)).index)
     query = np.asarray(json.loads(body)["vectors"], dtype=np.float32)
     times = []
     for _ in range(31):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from serve_helpers import AUTH, DOCS, KEY, post
 
+from refinery.manifest import Manifest
 from serve.protocol import SearchResponse
 
 
@@ -26,7 +27,7 @@ def test_vector_search_equals_the_index_searched_directly(served: dict[str, Any]
     import vectorindex
 
     queries = served["vectors"][[0, 3, 6]] + np.float32(0.01)
-    index = vectorindex.load(str(served["snapshot"] / "index.bin"))
+    index = vectorindex.load(Manifest.read(str(served["snapshot"])).index)
     expected_scores, expected_ids = index.search(np.ascontiguousarray(queries), 5)
     response = post(served, "/v1/search", {"vectors": queries.tolist(), "k": 5})
     assert response.status_code == 200, response.text
