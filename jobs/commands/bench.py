@@ -19,7 +19,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "serve-updates": ("bench.serve_updates", "Serve /v1/upsert under search load"),
     "serve-memory": ("bench.serve_memory", "memory of 1 and 2 ingress replicas on one snapshot"),
     "serve-canary": ("bench.serve_canary", "what the canary split adds to a search, at 1 client"),
-    "reindex": ("bench.reindex", "incremental reindex against a full one, 1% of documents changed"),
+    "reindex": ("bench.reindex", "incremental against full reindex, 1 in 100 documents changed"),
 }
 
 
