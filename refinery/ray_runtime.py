@@ -17,6 +17,37 @@ def ray_address(cfg: RayConfig) -> str | None:
     return cfg.address or os.environ.get("RAY_ADDRESS") or None
 
 
+# Where Refinery's own actors (the canary controllers, the scheduler) are named.
+ACTOR_NAMESPACE = "refinery"
+
+
+def detached_actor(cls: type, name: str) -> Any:
+    """`cls` as an actor that lives in the cluster on its own: it outlives the process that
+    starts it, is found by `name`, is restarted by Ray after a crash (calls to it retried) and
+    reserves no CPU; starting it again returns the one already running."""
+    import ray
+
+    return ray.remote(cls).options(
+        name=name,
+        namespace=ACTOR_NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+        max_restarts=-1,
+        max_task_retries=-1,
+        num_cpus=0,
+    )
+
+
+def find_actor(name: str) -> Any | None:
+    """The running actor of that name, None if there is none."""
+    import ray
+
+    try:
+        return ray.get_actor(name, namespace=ACTOR_NAMESPACE)
+    except ValueError:
+        return None
+
+
 def auth_token() -> str | None:
     """Ray's token, looked up as Ray does: RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH names,
     then ~/.ray/auth_token. None: the cluster is taken to run without authentication."""

@@ -20,10 +20,10 @@ from typing import Any
 from jobs.schedule.model import ScheduleSpec
 from jobs.schedule.scheduler import Backend, JobInfo, ScheduleError, Scheduler
 from jobs.schedule.store import ScheduleStore
+from refinery.ray_runtime import detached_actor, find_actor
 
 logger = logging.getLogger(__name__)
 
-NAMESPACE = "refinery"
 NAME = "refinery-scheduler"
 
 
@@ -32,12 +32,7 @@ def utc_now() -> datetime:
 
 
 def find_scheduler() -> Any | None:
-    import ray
-
-    try:
-        return ray.get_actor(NAME, namespace=NAMESPACE)
-    except ValueError:
-        return None
+    return find_actor(NAME)
 
 
 def start_scheduler(state_root: str, tick_s: float = 1.0) -> tuple[Any, str]:
@@ -45,16 +40,7 @@ def start_scheduler(state_root: str, tick_s: float = 1.0) -> tuple[Any, str]:
     state root it uses: a running scheduler keeps the one it was started with."""
     import ray
 
-    actor = ray.remote(SchedulerActor).options(
-        name=NAME,
-        namespace=NAMESPACE,
-        lifetime="detached",
-        get_if_exists=True,
-        max_restarts=-1,
-        max_task_retries=-1,
-        num_cpus=0,
-    )
-    scheduler = actor.remote(state_root, tick_s)
+    scheduler = detached_actor(SchedulerActor, NAME).remote(state_root, tick_s)
     info = ray.get(scheduler.start.remote())
     return scheduler, info["state_root"]
 

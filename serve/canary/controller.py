@@ -19,6 +19,7 @@ from typing import Any
 
 from refinery.config import StorageConfig, TrackingConfig
 from refinery.manifest import update_log_location
+from refinery.ray_runtime import detached_actor, find_actor
 from refinery.registry import IndexRegistry, RegistryError, resolve_snapshot
 from refinery.tracking import Tracker, mlflow_client, start_run
 from serve.canary import rollout as verbs
@@ -38,7 +39,6 @@ from serve.config import CanaryConfig
 
 logger = logging.getLogger(__name__)
 
-NAMESPACE = "refinery"
 NAME_PREFIX = "refinery-canary-"
 
 
@@ -48,12 +48,7 @@ def controller_name(app: str) -> str:
 
 def find_controller(app: str) -> Any | None:
     """The application's controller, None if it has none."""
-    import ray
-
-    try:
-        return ray.get_actor(controller_name(app), namespace=NAMESPACE)
-    except ValueError:
-        return None
+    return find_actor(controller_name(app))
 
 
 def start_controller(
@@ -63,15 +58,7 @@ def start_controller(
     Each rollout is an MLflow run at `tracking_uri` (None: untracked)."""
     import ray
 
-    actor = ray.remote(CanaryController).options(
-        name=controller_name(app),
-        namespace=NAMESPACE,
-        lifetime="detached",
-        get_if_exists=True,
-        max_restarts=-1,
-        max_task_retries=-1,
-        num_cpus=0,
-    )
+    actor = detached_actor(CanaryController, controller_name(app))
     controller = actor.remote(app, state_root, tracking_uri, tick_s)
     ray.get(controller.resume.remote())
     return controller
