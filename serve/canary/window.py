@@ -257,14 +257,14 @@ class Tally:
     Summing the replicas' snapshots directly would hide a restart: a replica falling back to zero
     while the others grow makes the sum smaller than it should be, never smaller than before.
     So each replica's snapshot is diffed against its own previous one, and the differences add
-    up in a total that only grows. The first poll of a fresh Tally sets the baseline and counts
-    nothing: it cannot know how much of what the replicas hold came before the step it judges.
-    A replica first seen later is new since the last poll, so all it holds counts."""
+    up in a total that only grows. A replica's first snapshot is its baseline and counts nothing,
+    whenever it comes: the Tally cannot know how much of what a replica holds came before it
+    (a controller started anew hears from long-running replicas one by one). A replica started
+    since loses its first report's counts, about a second of its traffic."""
 
     def __init__(self) -> None:
         self.total = ArmStats(origin=new_origin())
         self._last: dict[str, ArmStats] = {}
-        self._primed = False
 
     def observe(self, snapshots: Mapping[str, ArmStats]) -> ArmStats:
         """Add one poll of replica id -> cumulative snapshot; returns the new total. A replica
@@ -273,12 +273,6 @@ class Tally:
             previous = self._last.get(replica)
             if previous is not None:
                 delta = snapshot.minus(previous)
-            elif self._primed:
-                delta = snapshot
-            else:
-                delta = None
-            if delta is not None:
                 self.total = ArmStats(self.total.merged(delta).arms, self.total.origin)
             self._last[replica] = snapshot.copy()
-        self._primed = True
         return self.total.copy()

@@ -124,11 +124,14 @@ def test_tally_total_only_grows_across_replica_restarts() -> None:
     tally = Tally()
     r1, r2 = ArmStats(origin="r1"), ArmStats(origin="r2")
     r1.record(CANARY, 200, 0.01)
-    assert tally.observe({"r1": r1})[CANARY].requests == 0  # the first poll is the baseline
+    assert tally.observe({})[CANARY].requests == 0  # no replica has reported yet
+    assert tally.observe({"r1": r1})[CANARY].requests == 0  # a first report is the baseline
     r1.record(CANARY, 200, 0.01)
-    r2.record(CANARY, 500, 0.01)  # a replica that appeared since: all it holds is new
-    assert tally.observe({"r1": r1, "r2": r2})[CANARY].requests == 2
-    r2 = ArmStats(origin="r2")  # same key, restarted, already busier than before
+    r2.record(CANARY, 500, 0.01)  # first heard of now: what it holds may predate the tally
+    assert tally.observe({"r1": r1, "r2": r2})[CANARY].requests == 1
+    r2.record(CANARY, 500, 0.01)
+    assert tally.observe({"r1": r1, "r2": r2})[CANARY].errors == 1
+    r2 = ArmStats(origin="r2-restarted")  # same key, restarted, already busier than before
     for _ in range(3):
         r2.record(CANARY, 200, 0.01)
     assert tally.observe({"r1": r1, "r2": r2})[CANARY].requests == 5
