@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +19,8 @@ def ray_address(cfg: RayConfig) -> str | None:
     """The cluster to join: the config's address, else RAY_ADDRESS, else None (a new local Ray)."""
     return cfg.address or os.environ.get("RAY_ADDRESS") or None
 
+
+logger = logging.getLogger(__name__)
 
 # Where Refinery's own actors (the canary controllers, the scheduler) are named.
 ACTOR_NAMESPACE = "refinery"
@@ -36,6 +41,17 @@ def detached_actor(cls: type, name: str) -> Any:
         max_task_retries=-1,
         num_cpus=0,
     )
+
+
+async def tick_forever(tick: Callable[[], Awaitable[None]], interval_s: float, what: str) -> None:
+    """An actor's own loop: `tick` every `interval_s`; a failed tick is logged and the next one
+    tries again, from the state the actor persisted."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await tick()
+        except Exception:
+            logger.exception("%s failed", what)
 
 
 def find_actor(name: str) -> Any | None:

@@ -20,7 +20,7 @@ from typing import Any
 from jobs.schedule.model import ScheduleSpec
 from jobs.schedule.scheduler import Backend, JobInfo, ScheduleError, Scheduler
 from jobs.schedule.store import ScheduleStore
-from refinery.ray_runtime import detached_actor, find_actor
+from refinery.ray_runtime import detached_actor, find_actor, tick_forever
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,9 @@ class SchedulerActor:
 
     async def start(self) -> dict[str, Any]:
         if self._ticker is None:
-            self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+            self._ticker = asyncio.get_running_loop().create_task(
+                tick_forever(self.tick, self.tick_s, "scheduler tick")
+            )
         return {"state_root": self.state_root}
 
     async def _call(self, method: Callable[..., Any], *args: Any) -> Any:
@@ -177,11 +179,3 @@ class SchedulerActor:
 
     async def tick(self) -> None:
         await self._call(lambda: self.scheduler.tick(self.clock()))
-
-    async def _tick_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.tick_s)
-            try:
-                await self.tick()
-            except Exception:  # the next tick tries again from the persisted state
-                logger.exception("scheduler tick")

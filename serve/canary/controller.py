@@ -19,7 +19,7 @@ from typing import Any
 
 from refinery.config import StorageConfig, TrackingConfig
 from refinery.manifest import update_log_location
-from refinery.ray_runtime import detached_actor, find_actor
+from refinery.ray_runtime import detached_actor, find_actor, tick_forever
 from refinery.registry import IndexRegistry, RegistryError, resolve_snapshot
 from refinery.tracking import Tracker, mlflow_client, start_run
 from serve.canary import rollout as verbs
@@ -87,7 +87,9 @@ class CanaryController:
     async def resume(self) -> dict[str, Any]:
         """Start ticking and serve the persisted weight (after a restart: the step's weight)."""
         if self._ticker is None:
-            self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+            self._ticker = asyncio.get_running_loop().create_task(
+                tick_forever(self.tick, self.tick_s, f"canary tick of {self.app}")
+            )
             state = await asyncio.to_thread(self.store.load, self.app)
             if state is not None and state.running:
                 await self._serve(state)
@@ -153,14 +155,6 @@ class CanaryController:
                 await self._save(state, decision.state)
             elif decision.state != state:  # a new window, nothing to serve differently
                 await asyncio.to_thread(self.store.save, decision.state)
-
-    async def _tick_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.tick_s)
-            try:
-                await self.tick()
-            except Exception:  # the next tick tries again from the persisted state
-                logger.exception("canary tick of %s", self.app)
 
     def _counts(self) -> ArmStats:
         reports = {r: ArmStats.from_dict(report["counts"]) for r, report in self.replicas.items()}
