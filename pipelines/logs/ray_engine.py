@@ -17,14 +17,9 @@ import pandas as pd
 import pyarrow as pa
 
 from pipelines.logs.aggregate import finalize, merge, partial
-from pipelines.logs.parse import Quarantined
-from pipelines.logs.prices import PriceTable
-from pipelines.logs.query import Plan
-from pipelines.logs.schema import BUCKET_KEY, KNOWN_COLUMNS, TIME_KEYS
-from pipelines.logs.sources import Chunk, LogFile, plan_chunks
-from pipelines.logs.store import (
+from pipelines.logs.engine import (
+    Engine,
     Filters,
-    LogStore,
     ScanStats,
     build_plan,
     chunk_bytes_for,
@@ -32,21 +27,30 @@ from pipelines.logs.store import (
     parse_chunk,
     scan_stats,
 )
+from pipelines.logs.parse import Quarantined
+from pipelines.logs.prices import PriceTable
+from pipelines.logs.query import Plan
+from pipelines.logs.schema import BUCKET_KEY, KNOWN_COLUMNS, TIME_KEYS
+from pipelines.logs.sources import Chunk, LogFile, plan_chunks
 from refinery.ray_runtime import without_reservation
 
 RAY_CHUNK_BYTES = (4 << 20, 128 << 20)
 
 
-class RayLogStore(LogStore):
+class RayEngine(Engine):
     """Lazy: holds the file list; every query is one pass of Ray Data over the chunks."""
 
-    engine = "ray"
+    name = "ray"
 
     def __init__(
-        self, files: list[LogFile], prices: PriceTable, chunk_bytes: int, max_line_bytes: int
+        self,
+        files: list[LogFile],
+        prices: PriceTable,
+        chunk_bytes: int | None,
+        max_line_bytes: int,
     ) -> None:
         super().__init__(files, prices, max_line_bytes)
-        self.chunks = plan_chunks(files, chunk_bytes)
+        self.chunks = plan_chunks(files, chunk_bytes or ray_chunk_bytes(files))
         self._schema: pa.Schema | None = None
         self._scan: ScanStats | None = None
         self._quarantine: list[Quarantined] = []

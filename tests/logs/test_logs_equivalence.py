@@ -10,8 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from pipelines.logs import LogStore
-from pipelines.logs import store as store_module
+from pipelines.logs import LogStore, arrow_engine
 from pipelines.logs.prices import load_prices
 from pipelines.logs.sketch import ALPHA
 
@@ -150,9 +149,9 @@ def test_arrow_engine_matches_duckdb(
 
 def test_arrow_engine_in_pieces_matches_duckdb(log_dir: Path, reference, monkeypatch) -> None:
     # A large table is kept in pieces (small chunks joined), one partial per piece, merged.
-    monkeypatch.setattr(store_module, "PIECE_ROWS", 4000)
+    monkeypatch.setattr(arrow_engine, "PIECE_ROWS", 4000)
     store = LogStore.from_jsonl(log_dir, engine="arrow", chunk_bytes=300_000)
-    pieces = store.table.to_batches()
+    pieces = store.backend.table.to_batches()
     assert len(pieces) >= 5 and all(p.num_rows >= 4000 for p in pieces[:-1])
     for param in QUERIES:
         conds, by, metrics, bucket, select, where, keys = param.values
@@ -166,7 +165,7 @@ def test_pieces_join_small_chunks_and_keep_large_ones() -> None:
         pa.table({"model": pa.array(names).dictionary_encode(), "n": list(range(len(names)))})
         for names in (["a"] * 5, ["b", "a"], ["c"] * 3, ["a", "d"] * 4, ["e"])
     ]
-    table = store_module.in_pieces(pa.concat_tables(chunks), 4)
+    table = arrow_engine.in_pieces(pa.concat_tables(chunks), 4)
     pieces = table.to_batches()
     assert [p.num_rows for p in pieces] == [5, 5, 8, 1]
     assert table.to_pylist() == pa.concat_tables(chunks).to_pylist()
@@ -177,7 +176,7 @@ def test_pieces_join_small_chunks_and_keep_large_ones() -> None:
 
 def test_ray_engine_matches_duckdb(ray_session, log_dir: Path, reference, arrow_store) -> None:
     store = LogStore.from_jsonl(log_dir, engine="ray", chunk_bytes=1 << 20)
-    assert store.engine == "ray" and len(store.chunks) > len(store.files)
+    assert store.engine == "ray" and len(store.backend.chunks) > len(store.files)
     for param in QUERIES:
         conds, by, metrics, bucket, select, where, keys = param.values
         ours = store.query().filter(**conds).aggregate(by=by, metrics=metrics, bucket=bucket)

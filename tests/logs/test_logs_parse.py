@@ -69,7 +69,7 @@ def test_bad_lines_are_quarantined_with_line_numbers(tmp_path: Path) -> None:
     got = [(q.line, q.reason) for q in store.quarantine]
     assert got == expected_quarantine()
     kept = sum(1 for text, reason in LINES if reason is None and text)
-    assert store.scan.rows == kept == store.table.num_rows
+    assert store.scan.rows == kept == store.backend.table.num_rows
     assert store.scan.blank == 1 and store.scan.lines == len(LINES)
     assert all(q.file == str(path) for q in store.quarantine)
     by_line = {q.line: q for q in store.quarantine}
@@ -87,14 +87,16 @@ def test_line_numbers_survive_chunks(tmp_path: Path) -> None:
     assert [(q.line, q.reason) for q in chunked.quarantine] == expected
     kept = sum(1 for text, reason in LINES if reason is None and text)
     assert chunked.scan.rows == whole.scan.rows == kept * 40
-    assert sorted(map(str, chunked.table.to_pylist())) == sorted(map(str, whole.table.to_pylist()))
+    assert sorted(map(str, chunked.backend.table.to_pylist())) == sorted(
+        map(str, whole.backend.table.to_pylist())
+    )
 
 
 def test_types_and_quirks(tmp_path: Path) -> None:
     path = write(tmp_path / "quirky.jsonl", quirky_lines())
     store = LogStore.from_jsonl(path, engine="arrow")
     assert store.quarantine == []
-    table = store.table
+    table = store.backend.table
     assert table.schema.field("ts").type == pa.timestamp("us", tz="UTC")
     for name in ("model", "route", "status", "user"):
         assert pa.types.is_dictionary(table.schema.field(name).type), name
@@ -117,7 +119,7 @@ def test_extra_field_type_clash_becomes_text(tmp_path: Path) -> None:
     path = write(tmp_path / "clash.jsonl", lines)
     store = LogStore.from_jsonl(path, engine="arrow", chunk_bytes=3 * len(lines[0]) + 3)
     assert store.quarantine == []
-    assert sorted(store.table["user"].to_pylist()) == ["7", "7", "7", "bob", "bob", "bob"]
+    assert sorted(store.backend.table["user"].to_pylist()) == ["7", "7", "7", "bob", "bob", "bob"]
 
 
 def test_invalid_utf8_and_empty_input() -> None:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.logs.arrow_engine import ArrowEngine
 from pipelines.logs.prices import load_prices
-from pipelines.logs.ray_engine import RayLogStore
+from pipelines.logs.ray_engine import RayEngine
 from pipelines.logs.schema import MAX_LINE_BYTES
 from pipelines.logs.sources import list_files, plan_chunks, read_chunk
-from pipelines.logs.store import ArrowLogStore
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,8 +27,8 @@ def write_lines(path: Path, n: int) -> list[bytes]:
 
 def stores(files, chunk_bytes: int, max_line: int = MAX_LINE_BYTES):
     prices = load_prices(None)
-    yield ArrowLogStore(files, prices, chunk_bytes, max_line)
-    yield RayLogStore(files, prices, chunk_bytes, max_line)
+    yield ArrowEngine(files, prices, chunk_bytes, max_line)
+    yield RayEngine(files, prices, chunk_bytes, max_line)
 
 
 @pytest.mark.parametrize("chunk_bytes", [100, 1 << 20])

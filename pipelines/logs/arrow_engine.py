@@ -1,0 +1,118 @@
+"""The in-process engine: every chunk parsed at load (threads over chunks) into one
+in-memory table, kept in pieces; a query makes one partial per piece, in threads, and merges
+them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import pandas as pd
+import pyarrow as pa
+
+from pipelines.logs.aggregate import Partial, finalize, merge, partial
+from pipelines.logs.engine import (
+    Engine,
+    Filters,
+    ScanStats,
+    build_plan,
+    chunk_bytes_for,
+    number_lines,
+    parse_chunk,
+    scan_stats,
+)
+from pipelines.logs.parse import Quarantined
+from pipelines.logs.prices import PriceTable
+from pipelines.logs.query import Plan
+from pipelines.logs.sources import LogFile, plan_chunks
+from pipelines.logs.tables import concat_tables
+
+# Chunks are parsed in threads: a few chunks per core keeps them all busy.
+ARROW_CHUNK_BYTES = (1 << 20, 64 << 20)
+# The table is kept in pieces of at least this many rows (smaller parsed chunks are joined),
+# each one chunk with its own dictionaries; a query makes one partial per piece, in threads.
+# Joining every chunk into one table cost a copy of the whole table at load; each partial
+# has a fixed cost (Python around the compiled passes), small next to this many rows' work.
+PIECE_ROWS = 100_000
+
+
+def arrow_chunk_bytes(files: Sequence[LogFile]) -> int:
+    return chunk_bytes_for(files, os.cpu_count() or 1, ARROW_CHUNK_BYTES)
+
+
+class ArrowEngine(Engine):
+    """Everything in one process: parse at load, query the table."""
+
+    name = "arrow"
+
+    def __init__(
+        self,
+        files: list[LogFile],
+        prices: PriceTable,
+        chunk_bytes: int | None,
+        max_line_bytes: int,
+    ) -> None:
+        super().__init__(files, prices, max_line_bytes)
+        chunks = plan_chunks(files, chunk_bytes or arrow_chunk_bytes(files))
+        with ThreadPoolExecutor(max_workers=min(len(chunks), os.cpu_count() or 1)) as pool:
+            parsed = list(pool.map(lambda c: parse_chunk(c, max_line_bytes), chunks))
+        summaries = [p.summary() for p in parsed]
+        self._quarantine = number_lines(chunks, summaries)
+        self._scan = scan_stats(files, summaries, self._quarantine)
+        self.table = in_pieces(concat_tables([p.table for p in parsed]), PIECE_ROWS)
+
+    @property
+    def scan(self) -> ScanStats:
+        return self._scan
+
+    @property
+    def quarantine(self) -> list[Quarantined]:
+        return self._quarantine
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self.table.schema
+
+    def run(
+        self,
+        filters: Filters,
+        by: Sequence[str] | None,
+        metrics: Mapping[str, str] | None,
+        bucket: str | None,
+    ) -> pd.DataFrame:
+        plan = build_plan(self.schema.names, filters, by, metrics, bucket)
+        plan.check(self.schema)
+        pieces = self.table.to_batches()
+        if len(pieces) <= 1:
+            return finalize(partial(self.table, plan, self.prices), plan)
+        # The kernels and Arrow release the GIL: pieces aggregate in parallel, then merge.
+        with ThreadPoolExecutor(max_workers=min(len(pieces), os.cpu_count() or 1)) as pool:
+            parts = list(pool.map(lambda piece: self._partial(piece, plan), pieces))
+        return finalize(merge(parts, plan), plan)
+
+    def _partial(self, piece: pa.RecordBatch, plan: Plan) -> Partial:
+        return partial(pa.Table.from_batches([piece]), plan, self.prices)
+
+
+def in_pieces(table: pa.Table, rows: int) -> pa.Table:
+    """`table` as chunks of at least `rows` rows (but the last), consecutive small chunks
+    joined into one with one dictionary per column; chunks that are large enough are kept."""
+    pieces: list[pa.RecordBatch] = []
+    group: list[pa.RecordBatch] = []
+    grouped = 0
+    for batch in table.to_batches():
+        group.append(batch)
+        grouped += batch.num_rows
+        if grouped >= rows:
+            pieces += _joined(group, table.schema)
+            group, grouped = [], 0
+    pieces += _joined(group, table.schema)
+    return pa.Table.from_batches(pieces, table.schema)
+
+
+def _joined(batches: list[pa.RecordBatch], schema: pa.Schema) -> list[pa.RecordBatch]:
+    if len(batches) <= 1:
+        return batches
+    table = pa.Table.from_batches(batches, schema).unify_dictionaries().combine_chunks()
+    return table.to_batches()
