@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from refinery.config import EmbeddingConfig, LLMConfig, QdrantConfig, StrictModel
 
@@ -79,6 +79,11 @@ class CanaryConfig(StrictModel):
 
     version: str = Field(description="reported in X-Refinery-Version when the canary answers")
     snapshot: str | None = Field(None, description="the canary's index snapshot (path or URI)")
+    llm: str | None = Field(
+        None,
+        description="the model_id of the LLM deployment that answers the canary's chat, "
+        "completions and RAG requests (`llm` or one of `llm_arms`); None: stable's",
+    )
     weight: int = Field(0, ge=0, le=100, description="percent of requests the canary answers")
     shadow: float = Field(
         0, ge=0, le=1, description="share of searches also run on the other arm, compared"
@@ -92,6 +97,9 @@ class IngressUserConfig(StrictModel):
 
     version: str = Field(description="the stable arm's version")
     index: IndexUserConfig | None = None
+    llm: str | None = Field(
+        None, description="the model_id of the LLM deployment that answers stable; None: `llm`'s"
+    )
     canary: CanaryConfig | None = None
 
 
@@ -143,6 +151,12 @@ class ServeAppConfig(StrictModel):
     embedding: EmbedderServeConfig = Field(default_factory=EmbedderServeConfig)
     embedding_batching: BatchingConfig = Field(default_factory=BatchingConfig)
     llm: ServeLLMConfig | None = Field(None, description="None: no LLM, chat and RAG endpoints")
+    llm_arms: list[ServeLLMConfig] = Field(
+        default_factory=list,
+        description="more LLM deployments, each a version a canary can send a share of the "
+        "chat, completions and RAG requests to (`refinery canary rollout --llm MODEL_ID`); "
+        "clients keep asking for `llm.model_id`",
+    )
     rag: RAGConfig = Field(default_factory=RAGConfig)
     qdrant: QdrantConfig = Field(
         default_factory=QdrantConfig,
@@ -151,9 +165,25 @@ class ServeAppConfig(StrictModel):
     storage_root: str = Field(".refinery", description="where the 'tiny' model is built")
     canary: CanaryConfig | None = Field(None, description="None: every request to stable")
 
+    @model_validator(mode="after")
+    def _llm_arms_are_distinct(self) -> ServeAppConfig:
+        if self.llm_arms and self.llm is None:
+            raise ValueError("llm_arms needs llm: the stable LLM that clients name")
+        ids = [llm.model_id for llm in self.llms]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"llm and llm_arms need distinct model_ids, got {ids}")
+        return self
+
+    @property
+    def llms(self) -> list[ServeLLMConfig]:
+        """Every LLM deployment of the application, `llm` first."""
+        return [self.llm, *self.llm_arms] if self.llm is not None else []
+
     def ingress_user_config(self) -> dict:
         index = IndexUserConfig(**self.index.model_dump()) if self.index.snapshot else None
-        return IngressUserConfig(version=self.version, index=index, canary=self.canary).model_dump()
+        llm = self.llm.model_id if self.llm is not None else None
+        routing = IngressUserConfig(version=self.version, index=index, llm=llm, canary=self.canary)
+        return routing.model_dump()
 
     def resolved_api_keys(self) -> frozenset[str]:
         if self.api_keys:

@@ -74,6 +74,11 @@ class SearchService:
         """The stable arm's snapshot: updates are checked against it."""
         return self.arms[STABLE]
 
+    def arm(self, name: str) -> Snapshot:
+        """The snapshot answering `name` now; stable's for an arm without one of its own."""
+        arms = self.arms
+        return arms.get(name, arms[STABLE])
+
     async def reconfigure(self, user_config: dict[str, Any], canary: str | None = None) -> None:
         """Serve the snapshot of `user_config` as stable and `canary` (a snapshot directory)
         as the canary arm. A snapshot already loaded for either arm is reused: promoting the

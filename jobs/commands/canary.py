@@ -44,6 +44,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rollout.add_argument(
         "--snapshot", default=None, help="the canary's index snapshot directory (path or URI)"
     )
+    rollout.add_argument(
+        "--llm",
+        default=None,
+        metavar="MODEL_ID",
+        help="the LLM deployment that answers the canary's chat, completions and RAG (one of "
+        "the application's llm_arms); clients keep naming the application's model",
+    )
     rollout.add_argument("--steps", type=steps, default=None, help="weights, e.g. 1,5,10,25,50,100")
     rollout.add_argument("--interval", type=duration, default=None, help="least time per step")
     rollout.add_argument(
@@ -122,7 +129,7 @@ def _rollout(args: argparse.Namespace) -> int:
         if value is not None
     }
     controller = _controller(args, start=True)
-    _print(ray.get(controller.rollout.remote(args.to, args.snapshot, config)))
+    _print(ray.get(controller.rollout.remote(args.to, args.snapshot, config, llm=args.llm)))
     return 0
 
 
@@ -155,6 +162,9 @@ def status_table(status: dict) -> str:
     canary = routing.get("canary")
     serving = f"canary {canary['version']} at {canary['weight']}%" if canary else "no canary"
     lines = [f"app {status['app']}: stable {routing['version']}, {serving}"]
+    llms = [routing.get("llm"), canary and canary.get("llm")]
+    if llms[1]:
+        lines.append(f"llm: stable {llms[0]}, canary {llms[1]}")
     if rollout:
         steps = rollout["config"]["steps"]
         step = "set by hand" if rollout["step"] is None else f"step {rollout['step'] + 1}"
@@ -164,10 +174,16 @@ def status_table(status: dict) -> str:
         )
         if status.get("reason"):
             lines.append(f"  now: {status['reason']}")
-    lines.append(f"{'arm':<8}{'requests':>10}{'errors':>8}{'error %':>9}{'p50 ms':>9}{'p99 ms':>9}")
+    lines.append(
+        f"{'arm':<8}{'requests':>10}{'errors':>8}{'error %':>9}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'tokens in':>11}{'tokens out':>12}"
+    )
     for arm, c in status["arms"].items():
         rate, p50, p99 = _pct(c["error_rate"]), _ms(c["p50_s"]), _ms(c["p99_s"])
-        lines.append(f"{arm:<8}{c['requests']:>10}{c['errors']:>8}{rate:>9}{p50:>9}{p99:>9}")
+        lines.append(
+            f"{arm:<8}{c['requests']:>10}{c['errors']:>8}{rate:>9}{p50:>9}{p99:>9}"
+            f"{c.get('tokens_in', 0):>11}{c.get('tokens_out', 0):>12}"
+        )
     for gate in status.get("gates") or []:
         lines.append(
             f"gate {gate['name']:<16} {gate['status']:<8} "

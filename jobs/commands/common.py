@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from refinery.config import PROFILES
 
@@ -38,3 +39,16 @@ def add_address_flag(parser: argparse.ArgumentParser) -> None:
         help="the cluster's Jobs API, http://HEAD:8265 (default: RAY_API_SERVER_ADDRESS, "
         "RAY_ADDRESS, then the local head)",
     )
+
+
+def add_job_flags(parser: argparse.ArgumentParser, job: str) -> None:
+    """The flags one job has beyond its config's (`run` and `submit` take the same)."""
+    if job == "reindex":
+        parser.add_argument(
+            "--full", action="store_true", help="embed every chunk (reindex.full: true)"
+        )
+
+
+def apply_job_flags(args: argparse.Namespace, cfg: Any) -> None:
+    if getattr(args, "full", False):
+        cfg.reindex.full = True

@@ -1,4 +1,5 @@
-"""`refinery run docs|logs`: one batch job from its YAML, with --input/--output overriding it."""
+"""`refinery run docs|logs|reindex`: one batch job from its YAML, with --input/--output
+overriding it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import sys
 
 from jobs.batch import BATCH_JOBS, load_batch_config, run_batch_job
-from jobs.commands.common import add_config_flags
+from jobs.commands.common import add_config_flags, add_job_flags, apply_job_flags
 from refinery.runstats import JobRejected
 
 
@@ -19,10 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         add_config_flags(sub, job.default_config)
         sub.add_argument("--input", help="input path, glob or URI (overrides the config)")
         sub.add_argument("--output", help="output directory or URI (overrides the config)")
-        if job.name == "reindex":
-            sub.add_argument(
-                "--full", action="store_true", help="embed every chunk (reindex.full: true)"
-            )
+        add_job_flags(sub, job.name)
         sub.set_defaults(func=_run)
 
 
@@ -34,8 +32,7 @@ def _run(args: argparse.Namespace) -> int:
         cfg.input = args.input
     if args.output:
         cfg.output = args.output
-    if getattr(args, "full", False):
-        cfg.reindex.full = True
+    apply_job_flags(args, cfg)
     try:
         stats = run_batch_job(job, cfg)
     except JobRejected as error:  # stats.json and the MLflow run hold the details

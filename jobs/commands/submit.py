@@ -1,4 +1,4 @@
-"""`refinery submit docs|logs`: a batch job on a running cluster through Ray's Jobs API."""
+"""`refinery submit docs|logs|reindex`: a batch job on a running cluster through Ray's Jobs API."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from jobs.batch import BATCH_JOBS, load_batch_config
-from jobs.commands.common import add_address_flag, add_config_flags
+from jobs.commands.common import add_address_flag, add_config_flags, add_job_flags, apply_job_flags
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,6 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         sub = jobs.add_parser(job.name, help=job.description, description=job.description)
         add_config_flags(sub, job.default_config, default_profile="cluster")
         add_address_flag(sub)
+        add_job_flags(sub, job.name)
         sub.add_argument(
             "--submission-id",
             help="the job's id; submitting an id again reports that job instead (safe retries)",
@@ -33,6 +34,7 @@ def _submit(args: argparse.Namespace) -> int:
 
     job = BATCH_JOBS[args.job]
     cfg = load_batch_config(job, args.config, args.profile, args.overrides)
+    apply_job_flags(args, cfg)
     client = connect(args.address)
     job_id, submitted = submit(client, job, cfg, args.submission_id)
     state = "submitted" if submitted else "already submitted"

@@ -24,7 +24,7 @@ from refinery.registry import IndexRegistry, RegistryError, resolve_snapshot
 from refinery.tracking import Tracker, mlflow_client, start_run
 from serve.canary import rollout as verbs
 from serve.canary.agreement import Agreement
-from serve.canary.deploy import current_routing, set_canary
+from serve.canary.deploy import current_routing, deployed_llms, set_canary
 from serve.canary.rollout import (
     Decision,
     RegistryVersion,
@@ -106,22 +106,35 @@ class CanaryController:
         snapshot: str | None,
         config: dict[str, Any],
         registry: dict[str, Any] | None = None,
+        llm: str | None = None,
     ) -> dict:
-        """`registry`: the canary's index registry version (RegistryVersion's fields), whose
-        `champion` alias then follows the rollout's promotion and a rollback after it."""
+        """`snapshot`: the canary's index snapshot, `llm`: the model_id of its LLM deployment
+        (one of the application's `llm_arms`); None: stable's. `registry`: the canary's index
+        registry version (RegistryVersion's fields), whose `champion` alias then follows the
+        rollout's promotion and a rollback after it."""
         cfg = RolloutConfig.model_validate(config)
         registered = RegistryVersion.model_validate(registry) if registry else None
         async with self.lock:
             routing = await asyncio.to_thread(current_routing, self.app)
+            if llm is not None:
+                await asyncio.to_thread(self._check_llm, llm)
             stable = routing.index.snapshot if routing.index else None
             state = await asyncio.to_thread(self.store.start, self.app, to, routing.version, cfg,
                                             self.clock(), index_arm=snapshot is not None,
                                             counts=self._counts())  # fmt: skip
             run_id = await asyncio.to_thread(self._start_run, state)
             update = {"to_snapshot": snapshot, "from_snapshot": stable, "run_id": run_id,
-                      "registry": registered}  # fmt: skip
+                      "to_llm": llm, "from_llm": routing.llm, "registry": registered}  # fmt: skip
             await self._save(None, state.model_copy(update=update))
         return await self.status()
+
+    def _check_llm(self, llm: str) -> None:
+        deployed = deployed_llms(self.app)
+        if llm not in deployed:
+            raise RolloutError(
+                f"LLM {llm!r} is not deployed by {self.app} (it deploys "
+                f"{', '.join(deployed) or 'no LLM'}): add it to the application's llm_arms"
+            )
 
     async def set_weight(self, weight: int) -> dict:
         return await self._verb(lambda s, now: verbs.set_weight(s, weight, now, self._counts()))
@@ -234,6 +247,7 @@ class CanaryController:
             to = CanaryConfig(
                 version=state.to,
                 snapshot=state.to_snapshot,
+                llm=state.to_llm,
                 weight=state.weight,
                 shadow=state.config.shadow,
                 fault=state.config.fault,
@@ -241,14 +255,17 @@ class CanaryController:
             set_canary(self.app, to)
         elif state.status == "promoted" and state.weight == 100:
             # The canary becomes stable; the old stable stays loaded, at 0%, for `rollback`.
-            old = CanaryConfig(version=state.from_version, snapshot=state.from_snapshot, weight=0)
-            set_canary(self.app, old, self._stable(state.to, state.to_snapshot))
+            old = CanaryConfig(version=state.from_version, snapshot=state.from_snapshot,
+                               llm=state.from_llm if state.to_llm else None, weight=0)  # fmt: skip
+            set_canary(self.app, old, self._stable(state.to, state.to_snapshot, state.to_llm))
         elif _was_promoted(state):  # rolled back after its promotion
-            set_canary(self.app, None, self._stable(state.from_version, state.from_snapshot))
+            stable = self._stable(state.from_version, state.from_snapshot, state.from_llm)
+            set_canary(self.app, None, stable)
         else:  # aborted or rolled back before promotion: stable alone
             set_canary(self.app, None)
 
-    def _stable(self, version: str, snapshot: str | None) -> dict[str, Any]:
+    def _stable(self, version: str, snapshot: str | None, llm: str | None) -> dict[str, Any]:
+        """The stable arm's fields: `version`, and the index and LLM where given."""
         routing = current_routing(self.app)
         index = routing.index.model_dump() if routing.index else None
         if index is not None and snapshot is not None:
@@ -258,12 +275,13 @@ class CanaryController:
                 stable = resolve_snapshot(index["snapshot"], index.get("registry_uri"))
                 index["update_log"] = update_log_location(stable)
             index["snapshot"] = snapshot
-        return {"version": version, "index": index}
+        stable = {"version": version, "index": index}
+        return {**stable, "llm": llm} if llm is not None else stable
 
     async def status(self) -> dict[str, Any]:
         state = await asyncio.to_thread(self.store.load, self.app)
         routing = await asyncio.to_thread(current_routing, self.app)
-        counts = self.tally.total
+        counts = self._counts()  # the replicas' latest reports, with or without a rollout
         window = (
             counts.minus(ArmStats.from_dict(state.window_start))
             if state is not None and state.window_start
@@ -298,4 +316,6 @@ def _summary(counts: Any) -> dict[str, Any]:
         "success_rate": counts.success_rate,
         "p50_s": counts.quantile(0.5),
         "p99_s": counts.quantile(0.99),
+        "tokens_in": counts.tokens_in,
+        "tokens_out": counts.tokens_out,
     }

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from serve.config import CanaryConfig, IngressUserConfig
+from serve.config import CanaryConfig, IngressUserConfig, ServeAppConfig
 from serve.deploy import deploy_applications
 
 INGRESS = "Ingress"
@@ -25,6 +25,13 @@ class NotDeclarative(RuntimeError):
 def current_routing(app: str) -> IngressUserConfig:
     """The ingress's user_config as the application runs it now."""
     return IngressUserConfig.model_validate(_ingress_user_config(_details(), app))
+
+
+def deployed_llms(app: str) -> list[str]:
+    """The model_ids of the application's LLM deployments (`llm`, then `llm_arms`)."""
+    detail = _details().get("applications", {}).get(app) or {}
+    args = (detail.get("deployed_app_config") or {}).get("args") or {}
+    return [llm.model_id for llm in ServeAppConfig.model_validate(args).llms]
 
 
 def set_canary(app: str, canary: CanaryConfig | None, stable: dict[str, Any] | None = None) -> None:

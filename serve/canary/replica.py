@@ -1,13 +1,15 @@
 """A replica's part in a canary rollout: it counts what each arm answered, mirrors a share of
-the searches to the other arm and compares the hits, and reports both to the application's
-canary controller (serve/canary/controller.py), which judges the rollout from every replica's
-counts. Shadows run in a bounded queue after the answer: a client never waits for one."""
+the searches and greedy LLM requests to the other arm and compares the answers, and reports
+both to the application's canary controller (serve/canary/controller.py), which judges the
+rollout from every replica's counts. Shadows run in a bounded queue after the answer: a client
+never waits for one."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from serve.canary.agreement import Agreement
 from serve.canary.shadow import ShadowConfig, ShadowQueue, should_mirror
@@ -17,7 +19,7 @@ from serve.config import IngressUserConfig
 
 logger = logging.getLogger("ray.serve")
 
-HitIds = list[list[int]]  # per query, the ids of its hits in rank order
+AnswerT = TypeVar("AnswerT")  # what a shadow compares: hit ids per query, or an LLM's text
 
 
 class CanaryReplica:
@@ -56,22 +58,25 @@ class CanaryReplica:
             return None
         return agreement if should_mirror(routing.canary.shadow) else None
 
+    def add_tokens(self, arm: str, tokens_in: int, tokens_out: int) -> None:
+        self.counts.add_tokens(arm, tokens_in, tokens_out)
+
     def mirror(
         self,
         agreement: Agreement,
         arm: str,
-        ids: HitIds,
-        other_search: Callable[[], Awaitable[HitIds]],
+        answer: AnswerT,
+        other_answer: Callable[[], Awaitable[AnswerT]],
+        add: Callable[[Agreement, AnswerT, AnswerT], None],
     ) -> None:
-        """Run the same search on the other arm, later, and compare (the agreement's top k
-        of each, or all a request asked for if fewer). Both ways, so that pairs keep coming
-        at a weight of 0% and of 100% alike."""
+        """Ask the other arm the same, later, and `add` the pair to the agreement as (stable's
+        answer, the canary's). Both ways, so that pairs keep coming at a weight of 0% and of
+        100% alike."""
 
         async def compare() -> None:
-            other = await other_search()
-            pairs = zip(ids, other, strict=True) if arm == STABLE else zip(other, ids, strict=True)
-            for stable_ids, canary_ids in pairs:
-                agreement.add_search(stable_ids, canary_ids)
+            other = await other_answer()
+            stable, canary = (answer, other) if arm == STABLE else (other, answer)
+            add(agreement, stable, canary)
 
         self.shadows.offer(compare)
 

@@ -115,6 +115,8 @@ class RolloutState(StrictModel):
     from_version: str
     to_snapshot: str | None = Field(None, description="the canary's index snapshot")
     from_snapshot: str | None = Field(None, description="the stable index snapshot it replaces")
+    to_llm: str | None = Field(None, description="the model_id of the canary's LLM deployment")
+    from_llm: str | None = Field(None, description="the model_id of the stable LLM it replaces")
     status: RolloutStatus = "running"
     config: RolloutConfig = Field(default_factory=RolloutConfig)
     index_arm: bool = True

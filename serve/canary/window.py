@@ -74,9 +74,7 @@ class ArmCounts:
                 "(LATENCY_BUCKETS_S)"
             )
 
-    def record(
-        self, status: int, latency_s: float, tokens_in: int = 0, tokens_out: int = 0
-    ) -> None:
+    def record(self, status: int, latency_s: float) -> None:
         """One answered request; failures count in the latency too, as the client waited for
         them all the same."""
         self.requests += 1
@@ -86,6 +84,9 @@ class ArmCounts:
             self.errors += 1
         self.buckets[bucket_index(latency_s)] += 1
         self.latency_sum_s += max(latency_s, 0.0)
+
+    def add_tokens(self, tokens_in: int, tokens_out: int) -> None:
+        """An LLM answer's prompt and completion tokens (a stream's are known at its end)."""
         self.tokens_in += tokens_in
         self.tokens_out += tokens_out
 
@@ -211,10 +212,11 @@ class ArmStats:
         """An arm that answered nothing has empty counts, not a KeyError."""
         return self.arms.get(arm) or ArmCounts()
 
-    def record(
-        self, arm: str, status: int, latency_s: float, tokens_in: int = 0, tokens_out: int = 0
-    ) -> None:
-        self.arms.setdefault(arm, ArmCounts()).record(status, latency_s, tokens_in, tokens_out)
+    def record(self, arm: str, status: int, latency_s: float) -> None:
+        self.arms.setdefault(arm, ArmCounts()).record(status, latency_s)
+
+    def add_tokens(self, arm: str, tokens_in: int, tokens_out: int) -> None:
+        self.arms.setdefault(arm, ArmCounts()).add_tokens(tokens_in, tokens_out)
 
     def merged(self, other: ArmStats) -> ArmStats:
         arms = {name: counts.copy() for name, counts in self.arms.items()}

@@ -54,3 +54,15 @@ def test_model_tiny_builds_into_the_named_directory(tmp_path: Path) -> None:
     out = tmp_path / "tiny"
     assert main(["model", "tiny", "--output", str(out)]) == 0
     assert (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
+
+
+@pytest.mark.parametrize("verb", ["run", "submit"])
+def test_run_and_submit_take_the_same_job_flags(verb: str) -> None:
+    from jobs.batch import BATCH_JOBS, load_batch_config
+    from jobs.commands.common import apply_job_flags
+
+    args = build_parser().parse_args([verb, "reindex", "--full", "--set", "input=corpus"])
+    cfg = load_batch_config(BATCH_JOBS["reindex"], args.config, "local", args.overrides)
+    assert not cfg.reindex.full
+    apply_job_flags(args, cfg)
+    assert cfg.reindex.full

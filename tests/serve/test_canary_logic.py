@@ -75,7 +75,8 @@ def test_quantile_edge_cases() -> None:
 def test_record_counts_errors_successes_and_tokens() -> None:
     counts = ArmCounts()
     for status in (200, 200, 404, 429, 500, 503, 504, 408):
-        counts.record(status, 0.01, tokens_in=3, tokens_out=5)
+        counts.record(status, 0.01)
+        counts.add_tokens(3, 5)
     assert (counts.requests, counts.successes, counts.errors) == (8, 2, 4)
     assert counts.error_rate == 0.5 and counts.success_rate == 0.25
     assert (counts.tokens_in, counts.tokens_out) == (24, 40)

@@ -14,6 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
+from canary_helpers import (
+    BackgroundLoad,
+    fresh_controller,
+    rollout_status,
+    wait_for_routing,
+    wait_status,
+)
 from serve_helpers import write_snapshot
 
 from serve.config import CanaryConfig
@@ -156,19 +163,6 @@ async def wait_for_weight(app: dict, weight: int, timeout_s: float = 60) -> None
     await wait_for_canary(app, weight, timeout_s)
 
 
-async def wait_for_routing(app: dict, reached: Any, timeout_s: float = 60) -> None:
-    """Until the replica serves what `reached` wants (set_canary returns once Serve's controller
-    has the config; the replicas apply it a moment later)."""
-    deadline = time.monotonic() + timeout_s
-    async with httpx.AsyncClient(base_url=app["url"], timeout=30) as client:
-        while time.monotonic() < deadline:
-            ready = (await client.get("/readyz")).json()
-            if "routing" in ready and reached(ready["routing"]):
-                return
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"routing not reached within {timeout_s} s: {ready}")
-
-
 def replicas(app: dict) -> set[str]:
     responses = asyncio.run(search_many(app, 20))
     return {r.headers["X-Refinery-Replica"] for r in responses}
@@ -187,62 +181,13 @@ def test_the_app_must_come_from_a_config_to_change_live(served: dict[str, Any]) 
 @pytest.fixture
 def controller(app: dict, tmp_path: Path) -> Iterator[Any]:
     """A fresh controller with its own state; stable v1 alone again afterwards."""
-    import ray
-
-    from serve.canary.controller import find_controller, start_controller
-    from serve.canary.deploy import set_canary
-
-    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    handle = start_controller(APP, str(tmp_path / "rollouts"), tracking, tick_s=0.2)
-    try:
+    restore = {"version": "v1", "index": {"snapshot": str(app["stable"])}}
+    with fresh_controller(APP, tmp_path, restore) as handle:
         yield handle
-    finally:
-        ray.kill(handle, no_restart=True)
-        # ray.kill returns before the name is free: the next test's controller must be new.
-        deadline = time.monotonic() + 30
-        while find_controller(APP) is not None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        set_canary(APP, None, {"version": "v1", "index": {"snapshot": str(app["stable"])}})
 
 
-class Load:
-    """Searches in a background thread while a rollout runs; every status kept."""
-
-    def __init__(self, app: dict) -> None:
-        import threading
-
-        self.app, self.statuses = app, Counter()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-
-    async def _run(self) -> None:
-        while not self.stop.is_set():
-            for response in await search_many(self.app, 16, concurrency=4):
-                self.statuses[response.status_code] += 1
-
-    def __enter__(self) -> Load:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=120)
-
-
-def wait_status(handle: Any, done: Any, timeout_s: float = 120) -> dict:
-    import ray
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = ray.get(handle.status.remote())
-        if done(status):
-            return status
-        time.sleep(0.3)
-    raise AssertionError(f"not reached in {timeout_s} s: {status}")
-
-
-def rollout_status(handle: Any, wanted: str, timeout_s: float = 120) -> dict:
-    return wait_status(handle, lambda s: s["rollout"]["status"] == wanted, timeout_s)
+def search_load(app: dict) -> BackgroundLoad:
+    return BackgroundLoad(lambda: search_many(app, 16, concurrency=4))
 
 
 def served_by(app: dict, count: int = 40) -> Counter:
@@ -263,7 +208,7 @@ def test_a_healthy_canary_is_promoted_and_can_be_rolled_back(
     import ray
 
     config = {"steps": [20, 100], "interval_s": 1, "min_requests": 20, "shadow": 0.5}
-    with Load(app) as load:
+    with search_load(app) as load:
         ray.get(controller.rollout.remote("v3", str(app["twin"]), config))
         status = rollout_status(controller, "promoted")
         asyncio.run(wait_for_version(app, "v3"))
@@ -306,7 +251,7 @@ def test_a_faulty_canary_is_rolled_back_within_its_first_step(
     config = {"steps": [50, 100], "interval_s": 30, "min_requests": 20}
     config |= {"gates": gates, "fault": fault}
     started = time.monotonic()
-    with Load(app):
+    with search_load(app):
         ray.get(controller.rollout.remote("v3", str(app["twin"]), config))
         status = rollout_status(controller, "rolled_back")
     assert time.monotonic() - started < 30  # within the first step's interval
@@ -355,7 +300,7 @@ def test_shadow_agreement_between_versions_that_differ_in_a_known_share(
 
 
 async def wait_for_version(app: dict, version: str, timeout_s: float = 60) -> None:
-    await wait_for_routing(app, lambda routing: routing["version"] == version, timeout_s)
+    await wait_for_routing(app["url"], lambda routing: routing["version"] == version, timeout_s)
 
 
 async def wait_for_canary(app: dict, weight: int | None, timeout_s: float = 60) -> None:
@@ -363,4 +308,4 @@ async def wait_for_canary(app: dict, weight: int | None, timeout_s: float = 60) 
         canary = routing.get("canary")
         return canary is None if weight is None else bool(canary) and canary["weight"] == weight
 
-    await wait_for_routing(app, reached, timeout_s)
+    await wait_for_routing(app["url"], reached, timeout_s)
