@@ -2,14 +2,17 @@
 
 Flat: exact search on random data at several batch sizes (nq) and thread counts, against
 faiss.IndexFlatL2 and the seed's NumPy baseline (per query, a broadcast distance over the whole
-matrix and argpartition). HNSW: recall@k, QPS and build time against hnswlib on all-MiniLM-L6-v2
-embeddings of the Python documentation (cached on disk; encoding is the slow part). Memory per
-vector, float32 against int8. Prints a table and one JSON line.
+matrix and argpartition). HNSW: build time, and QPS at fixed recall@k levels, against hnswlib
+on several kinds of data side by side (`--datasets`: generated feature-like and clustered
+vectors, and all-MiniLM-L6-v2 embeddings of the Python documentation, cached on disk since
+encoding is the slow part). Memory per vector, float32 against int8. Prints a table and one
+JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import html
 import json
 import re
@@ -18,8 +21,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-QUICK = {"flat": "20000x768,100000x384", "nq": "1,16,64", "hnsw_n": 20000, "hnsw_queries": 200}
+QUICK = {
+    "flat": "20000x768,100000x384",
+    "nq": "1,16,64",
+    "hnsw_n": 20000,
+    "hnsw_queries": 200,
+    "datasets": "feat96:20000,gmm128:20000,feat960:5000",
+}
 CHUNK = 5000  # embeddings are cached in files of this many vectors
+
+# HNSW data sets: name -> (dimension, metric, default corpus size, what it stands for). The
+# sizes keep a full `--only hnsw` run within about ten minutes on two busy cores; MiniLM's is
+# bounded by encoding time (the vectors are cached after the first run).
+DATASETS: dict[str, tuple[int, str, int, str]] = {
+    "feat96": (96, "l2", 100_000, "image-descriptor-like: correlated, heavy-tailed, >= 0"),
+    "feat960": (960, "l2", 25_000, "GIST-like: 960 correlated non-negative features"),
+    "gmm128": (128, "l2", 100_000, "Gaussian mixture on a 12-d subspace (low intrinsic dim)"),
+    "minilm": (384, "cosine", 40_000, "all-MiniLM-L6-v2 sentence embeddings, unit length"),
+    "unit96": (96, "cosine", 100_000, "feat96 centred and normalised to unit length"),
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,9 +53,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", action="append", choices=["flat", "hnsw", "memory"])
     parser.add_argument("--hnsw-n", type=int, default=200_000, help="HNSW corpus size")
     parser.add_argument("--hnsw-queries", type=int, default=1000)
-    parser.add_argument("--data", choices=["minilm", "random"], help="HNSW vectors")
-    parser.add_argument("--ef", default="16,32,64,128,256", help="ef_search values")
+    parser.add_argument(
+        "--data",
+        choices=["minilm", "random"],
+        help="one HNSW data set with the full ef table (instead of --datasets)",
+    )
+    parser.add_argument(
+        "--datasets",
+        default=",".join(f"{name}:{spec[2]}" for name, spec in DATASETS.items()),
+        help="HNSW data sets side by side, NAME[:N],...; names: " + ", ".join(DATASETS),
+    )
+    parser.add_argument(
+        "--recalls", default="0.95,0.99", help="recall@k levels at which QPS is compared"
+    )
+    parser.add_argument("--ef", default="16,32,64,128,256", help="ef_search values (--data)")
     parser.add_argument("--M", type=int, default=16)
+    parser.add_argument(
+        "--build-repeat", type=int, default=1, help="HNSW builds per library (best is kept)"
+    )
     parser.add_argument("--ef-construction", type=int, default=200)
     parser.add_argument("--target-recall", type=float, default=0.95)
     parser.add_argument("--cache-dir", default=".refinery/bench/index", help="embedding cache")
@@ -60,7 +95,9 @@ def main(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {"bench": "index"}
     if "flat" in parts:
         report["flat"] = bench_flat(args)
-    if "hnsw" in parts or "memory" in parts:
+    if args.data is None and ("hnsw" in parts or "memory" in parts):
+        report["datasets"] = bench_datasets(args, parts)
+    elif "hnsw" in parts or "memory" in parts:
         xb, xq = hnsw_data(args, data)
         report["data"] = {"kind": data, "n": len(xb), "d": xb.shape[1], "queries": len(xq)}
         if "memory" in parts:
@@ -301,7 +338,6 @@ def recall_at(found, truth) -> float:
 
 
 def bench_hnsw(xb, xq, args: argparse.Namespace) -> dict[str, Any]:
-    import hnswlib
 
     import vectorindex as vi
 
@@ -323,21 +359,10 @@ def bench_hnsw(xb, xq, args: argparse.Namespace) -> dict[str, Any]:
 
         return search
 
-    def build_hnswlib():
-        index = hnswlib.Index(space="cosine", dim=d)
-        index.init_index(max_elements=n, M=args.M, ef_construction=args.ef_construction)
-        index.add_items(xb, num_threads=threads)
-
-        def search(ef: int, thr: int):
-            index.set_ef(ef)
-            return index.knn_query(xq, args.k, num_threads=thr)[0]
-
-        return search
-
     builders = {
         "vectorindex": build_vi,
         "vectorindex_int8": lambda: build_vi(quantize="int8"),
-        "hnswlib": build_hnswlib,
+        "hnswlib": lambda: build_hnswlib(xb, xq, "cosine", threads, args),
     }
     searchers, build_s = {}, {}
     for name, build in builders.items():
@@ -381,18 +406,33 @@ def bench_hnsw(xb, xq, args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
-def bench_memory(xb, args: argparse.Namespace) -> dict[str, float]:
+def build_hnswlib(xb, xq, metric: str, threads: int, args: argparse.Namespace):
+    """An hnswlib index of xb; returns search(ef, threads) -> ids of xq's neighbours."""
+    import hnswlib
+
+    index = hnswlib.Index(space=metric, dim=xb.shape[1])
+    index.init_index(max_elements=len(xb), M=args.M, ef_construction=args.ef_construction)
+    index.add_items(xb, num_threads=threads)
+
+    def search(ef: int, thr: int):
+        index.set_ef(ef)
+        return index.knn_query(xq, args.k, num_threads=thr)[0]
+
+    return search
+
+
+def bench_memory(xb, args: argparse.Namespace, metric: str = "cosine") -> dict[str, float]:
     import vectorindex as vi
 
     n, d = xb.shape
     sub = xb[: min(n, 50_000)]
     out = {}
     for name, make in {
-        "flat_float32": lambda: vi.IndexFlat(d, "cosine"),
-        "flat_int8": lambda: vi.IndexFlat(d, "cosine", quantize="int8", keep_float=False),
-        "hnsw_float32": lambda: vi.IndexHNSW(d, "cosine", M=args.M, ef_construction=40),
+        "flat_float32": lambda: vi.IndexFlat(d, metric),
+        "flat_int8": lambda: vi.IndexFlat(d, metric, quantize="int8", keep_float=False),
+        "hnsw_float32": lambda: vi.IndexHNSW(d, metric, M=args.M, ef_construction=40),
         "hnsw_int8": lambda: vi.IndexHNSW(
-            d, "cosine", M=args.M, ef_construction=40, quantize="int8", keep_float=False
+            d, metric, M=args.M, ef_construction=40, quantize="int8", keep_float=False
         ),
     }.items():
         index = make()
@@ -407,3 +447,260 @@ def bench_memory(xb, args: argparse.Namespace) -> dict[str, float]:
     out["flat_int8_ratio"] = out["flat_int8"] / out["flat_float32"]
     out["hnsw_int8_ratio"] = out["hnsw_int8"] / out["hnsw_float32"]
     return out
+
+
+# --- HNSW across data sets ------------------------------------------------------------------
+
+
+def synthetic(name: str, total: int):
+    """`total` vectors of a generated data set (seeded: every run sees the same vectors)."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    if name in ("feat96", "unit96"):
+        # Descriptor-like: a 24-d latent mixture through a random map with a decaying spectrum,
+        # rectified and raised to a power: sparse-ish, skewed, correlated coordinates.
+        centres = rng.standard_normal((64, 24)) * 1.5
+        z = centres[rng.integers(0, 64, total)] + rng.standard_normal((total, 24))
+        w = rng.standard_normal((24, 96)) * (np.arange(1, 25) ** -0.5)[:, None]
+        x = np.maximum(z @ w + 0.3 * rng.standard_normal((total, 96)), 0) ** 1.5 * 20
+        if name == "unit96":
+            x -= x.mean(axis=0)
+            x /= np.linalg.norm(x, axis=1, keepdims=True)
+    elif name == "feat960":
+        # GIST-like: 960 non-negative coordinates driven by a 64-d latent with a power-law
+        # spectrum, so neighbouring coordinates move together.
+        z = rng.standard_normal((total, 64)) * (np.arange(1, 65) ** -0.7)
+        w = np.abs(rng.standard_normal((64, 960)))
+        x = np.abs(z @ w + 0.05 * rng.standard_normal((total, 960)))
+    elif name == "gmm128":
+        # 200 Gaussian clusters on a random 12-d subspace of R^128, tiny noise off it.
+        centres = rng.standard_normal((200, 12)) * 4
+        z = centres[rng.integers(0, 200, total)] + rng.standard_normal((total, 12))
+        x = z @ rng.standard_normal((12, 128)) + 0.05 * rng.standard_normal((total, 128))
+    else:
+        raise SystemExit(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
+    return x.astype(np.float32)
+
+
+def dataset(args: argparse.Namespace, name: str, n: int):
+    """Corpus and held-out queries of one data set."""
+    import numpy as np
+
+    total = n + args.hnsw_queries
+    vectors = embeddings(args, total) if name == "minilm" else synthetic(name, total)
+    order = np.random.default_rng(1).permutation(total)
+    queries, base = order[: args.hnsw_queries], np.sort(order[args.hnsw_queries :])
+    return np.ascontiguousarray(vectors[base]), np.ascontiguousarray(vectors[queries])
+
+
+def parse_datasets(text: str) -> list[tuple[str, int]]:
+    out = []
+    for item in text.split(","):
+        name, _, size = item.partition(":")
+        if name not in DATASETS:
+            raise SystemExit(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
+        out.append((name, int(size) if size else DATASETS[name][2]))
+    return out
+
+
+# Beam widths tried for recall; timing then runs only at those bracketing each recall level.
+EF_GRID = [10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 512, 768]
+
+
+def bench_datasets(args: argparse.Namespace, parts: set[str]) -> list[dict[str, Any]]:
+    levels = [float(x) for x in args.recalls.split(",")]
+    results = []
+    for name, n in parse_datasets(args.datasets):
+        xb, xq = dataset(args, name, n)
+        d, metric = xb.shape[1], DATASETS[name][1]
+        print(f"\n== {name}: n={len(xb)} d={d} {metric}, {DATASETS[name][3]}")
+        result: dict[str, Any] = {"name": name, "n": len(xb), "d": d, "metric": metric}
+        if "memory" in parts:
+            result["memory"] = bench_memory(xb, args, metric)
+        if "hnsw" in parts:
+            result.update(compare_hnsw(xb, xq, metric, levels, args))
+        results.append(result)
+    if "hnsw" in parts:
+        print_summary(results, levels, ints(args.threads))
+    return results
+
+
+def compare_hnsw(xb, xq, metric: str, levels: list[float], args) -> dict[str, Any]:
+    """Build both indexes (interleaved if repeated), find each one's recall per ef, then time
+    the efs bracketing each recall level with the two libraries interleaved, best of
+    `--repeat` runs. QPS at a level is interpolated linearly in recall between the bracketing
+    efs (the smallest ef's QPS when even that is above the level).
+
+    Two clocks: wall time, and the CPU time of this process (queries per CPU-second; builds in
+    CPU-seconds). On a machine shared with other jobs the wall clock mostly measures who else
+    ran; the CPU clock counts only the work done, so it compares the libraries more steadily
+    (it does not see threads that sit idle waiting for each other)."""
+
+    import vectorindex as vi
+
+    n, d = xb.shape
+    threads = ints(args.threads)
+    build_threads = max(threads)
+    vi.set_num_threads(build_threads)
+    exact = vi.IndexFlat(d, metric)
+    exact.add(xb)
+    truth = exact.search(xq, args.k)[1]
+    del exact
+
+    def build_ours():
+        index = vi.IndexHNSW(d, metric, M=args.M, ef_construction=args.ef_construction)
+        vi.set_num_threads(build_threads)
+        index.add(xb)
+        return lambda ef, thr: index.search(xq, args.k, ef_search=ef, threads=thr)[1]
+
+    libs = {
+        "vectorindex": build_ours,
+        "hnswlib": lambda: build_hnswlib(xb, xq, metric, build_threads, args),
+    }
+    searchers: dict[str, Any] = {}
+    build_s = {clock: {name: float("inf") for name in libs} for clock in CLOCKS}
+    for _ in range(max(1, args.build_repeat)):
+        for name, build in libs.items():
+            searchers.pop(name, None)
+            t, c = time.perf_counter(), time.process_time()
+            searchers[name] = build()
+            spent = {"wall": time.perf_counter() - t, "cpu": time.process_time() - c}
+            for clock in CLOCKS:
+                build_s[clock][name] = min(build_s[clock][name], spent[clock])
+    build_ratio = {c: build_s[c]["vectorindex"] / build_s[c]["hnswlib"] for c in CLOCKS}
+    print(
+        f"build ({build_threads} threads, M={args.M}, ef_construction={args.ef_construction}): "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in build_s["wall"].items())
+        + f" (ratio {build_ratio['wall']:.2f}x); CPU "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in build_s["cpu"].items())
+        + f" (ratio {build_ratio['cpu']:.2f}x)"
+    )
+    # Recall per ef does not depend on the thread count; stop a little past the top level.
+    recall: dict[str, dict[int, float]] = {}
+    for name, search in searchers.items():
+        recall[name] = {}
+        for ef in EF_GRID:
+            if ef < args.k:
+                continue
+            recall[name][ef] = recall_at(search(ef, build_threads), truth)
+            if recall[name][ef] >= max(levels) + (1 - max(levels)) / 2:
+                break
+    print(
+        "recall@k by ef: "
+        + "; ".join(
+            name + " " + " ".join(f"{ef}:{r:.3f}" for ef, r in by_ef.items())
+            for name, by_ef in recall.items()
+        )
+    )
+    timed = {name: sorted(_brackets(by_ef, levels)) for name, by_ef in recall.items()}
+    # qps[clock][name][threads][ef]
+    qps: dict[str, dict[str, dict[int, dict[int, float]]]] = {
+        c: {name: {t: {} for t in threads} for name in searchers} for c in CLOCKS
+    }
+    for thr in threads:
+        for _ in range(args.repeat):
+            for name, search in searchers.items():
+                for ef in timed[name]:
+                    per_query = _time_per_query(functools.partial(search, ef, thr), len(xq))
+                    for clock in CLOCKS:
+                        cell = qps[clock][name][thr]
+                        cell[ef] = max(cell.get(ef, 0.0), 1 / per_query[clock])
+    at_level = {
+        clock: {
+            name: {
+                thr: {lv: _qps_at(recall[name], qps[clock][name][thr], lv) for lv in levels}
+                for thr in threads
+            }
+            for name in searchers
+        }
+        for clock in CLOCKS
+    }
+    for clock in CLOCKS:
+        for thr in threads:
+            cells = []
+            for lv in levels:
+                ours = at_level[clock]["vectorindex"][thr][lv]
+                ref = at_level[clock]["hnswlib"][thr][lv]
+                ratio = f"{ours / ref:.2f}x" if ours and ref else "n/a"
+                cells.append(f"R{lv}: {_num(ours)} vs {_num(ref)} ({ratio})")
+            print(f"QPS ({clock}) {thr} thread(s): " + "; ".join(cells))
+    return {
+        "build_s": build_s,
+        "build_ratio": build_ratio,
+        "recall_by_ef": recall,
+        "qps_by_ef": qps,
+        "qps_at_recall": at_level,
+    }
+
+
+CLOCKS = ("wall", "cpu")
+
+
+def _time_per_query(run: Callable[[], object], nq: int, min_s: float = 0.2) -> dict[str, float]:
+    """Wall and CPU seconds per query over as many passes as fill `min_s`: a pass of a fast
+    setting takes a few milliseconds, short enough for one scheduler hiccup to decide it."""
+    passes, t, c = 0, time.perf_counter(), time.process_time()
+    while True:
+        run()
+        passes += 1
+        elapsed = time.perf_counter() - t
+        if elapsed >= min_s:
+            return {
+                "wall": elapsed / (passes * nq),
+                "cpu": (time.process_time() - c) / (passes * nq),
+            }
+
+
+def _brackets(by_ef: dict[int, float], levels: list[float]) -> set[int]:
+    """For each level, the smallest ef reaching it and the largest ef below it."""
+    out = set()
+    efs = sorted(by_ef)
+    for lv in levels:
+        above = [ef for ef in efs if by_ef[ef] >= lv]
+        if above:
+            out.add(above[0])
+            below = [ef for ef in efs if ef < above[0]]
+            if below:
+                out.add(below[-1])
+    return out
+
+
+def _qps_at(recall: dict[int, float], qps: dict[int, float], level: float) -> float | None:
+    efs = sorted(qps)
+    hi = next((ef for ef in efs if recall[ef] >= level), None)
+    if hi is None:
+        return None
+    lo = max((ef for ef in efs if ef < hi), default=None)
+    if lo is None or recall[hi] == recall[lo]:
+        return qps[hi]
+    w = (level - recall[lo]) / (recall[hi] - recall[lo])
+    return qps[lo] + w * (qps[hi] - qps[lo])
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.0f}"
+
+
+def print_summary(results: list[dict[str, Any]], levels: list[float], threads: list[int]) -> None:
+    cols = [f"R{lv} {t}t" for lv in levels for t in threads]
+    for clock in CLOCKS:
+        print(
+            f"\nQPS ratio vectorindex / hnswlib at recall@k ({clock} clock; higher is better), "
+            "build time ratio (lower is better):"
+        )
+        print(
+            f"{'data set':>10} {'n':>7} {'d':>4} " + " ".join(f"{c:>10}" for c in cols) + "  build"
+        )
+        for r in results:
+            cells = []
+            for lv in levels:
+                for t in threads:
+                    ours = r["qps_at_recall"][clock]["vectorindex"][t][lv]
+                    ref = r["qps_at_recall"][clock]["hnswlib"][t][lv]
+                    cells.append(f"{ours / ref:.2f}x" if ours and ref else "n/a")
+            print(
+                f"{r['name']:>10} {r['n']:>7} {r['d']:>4} "
+                + " ".join(f"{c:>10}" for c in cells)
+                + f"  {r['build_ratio'][clock]:.2f}x"
+            )

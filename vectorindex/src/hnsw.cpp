@@ -11,21 +11,9 @@
 namespace vi {
 namespace {
 
-// Generation-stamped visit marks, one array per thread, so a search clears nothing.
+// Generation-stamped visit marks, so a search clears nothing.
 class Visited {
  public:
-  static Visited& for_thread(size_t n) {
-    thread_local Visited v;
-    v.reset(n);
-    return v;
-  }
-  bool test_and_set(uint32_t s) {
-    if (mark_[s] == gen_) return true;
-    mark_[s] = gen_;
-    return false;
-  }
-
- private:
   void reset(size_t n) {
     if (mark_.size() < n) mark_.assign(n + n / 4 + 1024, 0);
     if (++gen_ == 0) {
@@ -33,6 +21,10 @@ class Visited {
       gen_ = 1;
     }
   }
+  uint16_t* marks() { return mark_.data(); }
+  uint16_t gen() const { return gen_; }
+
+ private:
   std::vector<uint16_t> mark_;
   uint16_t gen_ = 0;
 };
@@ -41,11 +33,11 @@ struct Farther {
   bool operator()(const Hit& a, const Hit& b) const { return b < a; }
 };
 
-// A binary heap in a per-thread buffer, so a warm search allocates nothing for its queues.
+// A binary heap in a caller's buffer, so a warm search allocates nothing for its queues.
 template <class Less>
 class Heap {
  public:
-  Heap() : h_(buffer()) { h_.clear(); }
+  explicit Heap(std::vector<Hit>& buf) : h_(buf) { h_.clear(); }
   bool empty() const { return h_.empty(); }
   size_t size() const { return h_.size(); }
   const Hit& top() const { return h_.front(); }
@@ -59,14 +51,23 @@ class Heap {
   }
 
  private:
-  static std::vector<Hit>& buffer() {
-    thread_local std::vector<Hit> b;
-    return b;
-  }
   std::vector<Hit>& h_;
 };
 using MaxHeap = Heap<std::less<Hit>>;
 using MinHeap = Heap<Farther>;
+
+// One thread's search state. Reached through a function the optimiser cannot see into: a
+// thread_local of a shared library costs a __tls_get_addr call per access, and GCC re-derived
+// the address at every heap operation of the inlined search loop (5% of a build in perf).
+struct Scratch {
+  Visited seen;
+  std::vector<Hit> top, cand;
+};
+
+__attribute__((noinline)) Scratch& scratch() {
+  thread_local Scratch s;
+  return s;
+}
 
 // Rows are fetched this many neighbours ahead of their distance computation: at d=384 a float
 // row is 24 cache lines and the dot product is mostly waiting on them (perf); 3 beat 1 and 2
@@ -91,16 +92,39 @@ HNSWIndex::HNSWIndex(size_t d, Metric metric, Quant quant, bool keep_float, size
       ef_search_(ef_search),
       level_mult_(1.0 / std::log(double(M))),
       rng_(seed),
+      links0_(M0_, quant == Quant::Int8),
       locks_(new std::mutex[kStripes]) {}
 
-uint32_t* HNSWIndex::links(uint32_t s, int level) {
-  if (level == 0) return links0_.mut().data() + size_t(s) * (M0_ + 1);
+uint32_t* HNSWIndex::upper(uint32_t s, int level) {
   return upper_.data() + upper_at_[s] + size_t(level - 1) * (M_ + 1);
 }
 
-const uint32_t* HNSWIndex::links(uint32_t s, int level) const {
-  if (level == 0) return links0_.data() + size_t(s) * (M0_ + 1);
+const uint32_t* HNSWIndex::upper(uint32_t s, int level) const {
   return upper_.data() + upper_at_[s] + size_t(level - 1) * (M_ + 1);
+}
+
+size_t HNSWIndex::read_links(uint32_t s, int level, uint32_t* out) const {
+  if (level == 0) return links0_.get(s, out);
+  const uint32_t* l = upper(s, level);
+  std::copy(l + 1, l + 1 + l[0], out);
+  return l[0];
+}
+
+void HNSWIndex::write_links(uint32_t s, int level, const uint32_t* ids, size_t n) {
+  if (level == 0) return links0_.set(s, ids, n);
+  uint32_t* l = upper(s, level);
+  l[0] = uint32_t(n);
+  std::copy(ids, ids + n, l + 1);
+}
+
+void HNSWIndex::write_links(uint32_t s, int level, const std::vector<Hit>& hits) {
+  uint32_t ids[Level0Links::kMaxCap];
+  for (size_t i = 0; i < hits.size(); ++i) ids[i] = hits[i].slot;
+  write_links(s, level, ids, hits.size());
+}
+
+void HNSWIndex::prefetch_links(uint32_t s, int level) const {
+  if (level == 0) links0_.prefetch(s);
 }
 
 float HNSWIndex::node_dist(uint32_t a, uint32_t b) const {
@@ -123,7 +147,7 @@ template <bool kLocked>
 uint32_t HNSWIndex::greedy(const float* q, float qn, uint32_t ep, int from, int to) const {
   const VectorStore::Scorer dist = store_.scorer(q, qn);
   float best = dist(ep);
-  uint32_t nbrs[256];
+  uint32_t nbrs[Level0Links::kMaxCap];
   for (int level = from; level > to; --level) {
     for (bool moved = true; moved;) {
       moved = false;
@@ -131,9 +155,7 @@ uint32_t HNSWIndex::greedy(const float* q, float qn, uint32_t ep, int from, int 
       {
         std::unique_lock<std::mutex> lk;
         if constexpr (kLocked) lk = std::unique_lock<std::mutex>(lock_of(ep));
-        const uint32_t* l = links(ep, level);
-        cnt = l[0];
-        std::copy(l + 1, l + 1 + cnt, nbrs);
+        cnt = read_links(ep, level, nbrs);
       }
       for (size_t i = 0; i < cnt; ++i) {
         const float dd = dist(nbrs[i]);
@@ -151,28 +173,37 @@ uint32_t HNSWIndex::greedy(const float* q, float qn, uint32_t ep, int from, int 
 template <bool kLocked>
 std::vector<Hit> HNSWIndex::search_layer(const float* q, float qn, uint32_t ep, size_t ef,
                                          int level, const uint8_t* skip) const {
-  Visited& seen = Visited::for_thread(store_.slots());
+  Scratch& sc = scratch();
+  sc.seen.reset(store_.slots());
+  // Locals, not members: a store to a mark may alias anything reached through a pointer.
+  uint16_t* const mark = sc.seen.marks();
+  const uint16_t gen = sc.seen.gen();
   const VectorStore::Scorer dist = store_.scorer(q, qn);
-  MaxHeap top;
-  MinHeap cand;
+  MaxHeap top(sc.top);
+  MinHeap cand(sc.cand);
   const float d0 = dist(ep);
-  seen.test_and_set(ep);
+  mark[ep] = gen;
   if (!skip || !skip[ep]) top.push({d0, ep});
   cand.push({d0, ep});
   float bound = top.empty() ? INFINITY : d0;
-  uint32_t nbrs[512];
+  uint32_t list[Level0Links::kMaxCap], nbrs[Level0Links::kMaxCap];
   while (!cand.empty()) {
     const Hit c = cand.top();
     if (c.dist > bound && top.size() >= ef) break;
     cand.pop();
-    size_t cnt = 0;
+    size_t n;
     {
       std::unique_lock<std::mutex> lk;
       if constexpr (kLocked) lk = std::unique_lock<std::mutex>(lock_of(c.slot));
-      const uint32_t* l = links(c.slot, level);
-      // Only unvisited neighbours go on; the rest cost nothing more.
-      for (size_t i = 0; i < l[0]; ++i) {
-        if (!seen.test_and_set(l[1 + i])) nbrs[cnt++] = l[1 + i];
+      n = read_links(c.slot, level, list);
+    }
+    // Only unvisited neighbours go on; the rest cost nothing more.
+    size_t cnt = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const uint32_t nb = list[i];
+      if (mark[nb] != gen) {
+        mark[nb] = gen;
+        nbrs[cnt++] = nb;
       }
     }
     for (size_t i = 0; i < cnt && i < kPrefetchAhead; ++i) prefetch_row(nbrs[i]);
@@ -182,17 +213,14 @@ std::vector<Hit> HNSWIndex::search_layer(const float* q, float qn, uint32_t ep, 
       const float dd = dist(nb);
       if (top.size() < ef || dd < bound) {
         cand.push({dd, nb});
+        // A candidate is likely expanded soon: its list is then one miss fewer to wait for.
+        prefetch_links(nb, level);
         if (!skip || !skip[nb]) {
           top.push({dd, nb});
           if (top.size() > ef) top.pop();
         }
         if (!top.empty()) bound = top.top().dist;
       }
-    }
-    // The next candidate's whole link list (count and 2M ids: three cache lines at M=16).
-    if (!cand.empty()) {
-      const uint32_t* next = links(cand.top().slot, level);
-      for (size_t w = 0; w <= capacity(level); w += 16) __builtin_prefetch(next + w);
     }
   }
   std::vector<Hit> out;
@@ -226,28 +254,26 @@ void HNSWIndex::select_neighbors(std::vector<Hit>& cands, size_t m, bool prune) 
 
 void HNSWIndex::connect_back(uint32_t nb, uint32_t s, int level, float dist) {
   std::lock_guard<std::mutex> lk(lock_of(nb));
-  uint32_t* l = links(nb, level);
+  uint32_t l[Level0Links::kMaxCap + 1];
+  const size_t n = read_links(nb, level, l);
   const size_t cap = capacity(level);
-  if (l[0] < cap) {
-    l[1 + l[0]] = s;
-    ++l[0];
+  if (n < cap) {
+    l[n] = s;
+    write_links(nb, level, l, n + 1);
     return;
   }
   std::vector<Hit> cands{{dist, s}};
-  for (size_t i = 0; i < l[0]; ++i) cands.push_back({node_dist(nb, l[1 + i]), l[1 + i]});
+  for (size_t i = 0; i < n; ++i) cands.push_back({node_dist(nb, l[i]), l[i]});
   select_neighbors(cands, cap);
-  l[0] = uint32_t(cands.size());
-  for (size_t i = 0; i < cands.size(); ++i) l[1 + i] = cands[i].slot;
+  write_links(nb, level, cands);
 }
 
 // A reused slot's lists still hold the deleted vector's neighbours (a fresh slot's are empty).
 std::vector<std::vector<uint32_t>> HNSWIndex::old_links(uint32_t s) const {
   std::vector<std::vector<uint32_t>> old(levels_[s] + 1);
   std::lock_guard<std::mutex> lk(lock_of(s));
-  for (int l = 0; l <= levels_[s]; ++l) {
-    const uint32_t* li = links(s, l);
-    old[l].assign(li + 1, li + 1 + li[0]);
-  }
+  uint32_t ids[Level0Links::kMaxCap];
+  for (int l = 0; l <= levels_[s]; ++l) old[l].assign(ids, ids + read_links(s, l, ids));
   return old;
 }
 
@@ -270,11 +296,12 @@ void HNSWIndex::top_up(std::vector<Hit>& kept, std::vector<Hit> pool, size_t wan
 void HNSWIndex::repair(uint32_t n, uint32_t s, int level, const std::vector<uint32_t>& old) {
   // n's lock alone, for the whole re-selection, as in connect_back: no lock order to get wrong.
   std::lock_guard<std::mutex> lk(lock_of(n));
-  uint32_t* l = links(n, level);
-  const uint32_t *begin = l + 1, *end = l + 1 + l[0];
+  uint32_t l[Level0Links::kMaxCap];
+  const size_t count = read_links(n, level, l);
+  const uint32_t *begin = l, *end = l + count;
   if (std::find(begin, end, s) == end) return;
   std::vector<Hit> cands;
-  cands.reserve(l[0] + old.size());
+  cands.reserve(count + old.size());
   for (const uint32_t* c = begin; c != end; ++c) {
     if (*c != s) cands.push_back({node_dist(n, *c), *c});
   }
@@ -285,12 +312,11 @@ void HNSWIndex::repair(uint32_t n, uint32_t s, int level, const std::vector<uint
   }
   // Up to two links more than before (s's replacement among them): the old neighbourhood
   // lost its hub: recall after churn was 0.967 keeping the old count, 0.98 with the extra routes.
-  const size_t want = std::min(capacity(level), size_t(l[0]) + 2);
+  const size_t want = std::min(capacity(level), count + 2);
   const std::vector<Hit> pool = cands;
   select_neighbors(cands, capacity(level), /*prune=*/true);
   top_up(cands, pool, want);
-  l[0] = uint32_t(cands.size());
-  for (size_t i = 0; i < cands.size(); ++i) l[1 + i] = cands[i].slot;
+  write_links(n, level, cands);
 }
 
 void HNSWIndex::insert(uint32_t s, const float* q, float qn) {
@@ -316,9 +342,7 @@ void HNSWIndex::insert(uint32_t s, const float* q, float qn) {
     select_neighbors(cands, M_);
     {
       std::lock_guard<std::mutex> lk(lock_of(s));
-      uint32_t* own = links(s, l);
-      own[0] = uint32_t(cands.size());
-      for (size_t i = 0; i < cands.size(); ++i) own[1 + i] = cands[i].slot;
+      write_links(s, l, cands);
     }
     // Before connect_back, so that only the new vector's own closeness links n back to s.
     for (const uint32_t n : old[l]) {
@@ -339,7 +363,7 @@ std::vector<uint32_t> HNSWIndex::place(const float* x, size_t n, const int64_t* 
   std::vector<uint32_t> slots(n);
   for (size_t i = 0; i < reused; ++i) slots[i] = store_.reuse(x + i * dp, ids ? ids + i : nullptr);
   store_.append(x + reused * dp, n - reused, ids ? ids + reused : nullptr);
-  links0_.mut().resize(store_.slots() * (M0_ + 1), 0);
+  links0_.resize(store_.slots());
   std::uniform_real_distribution<double> unif(0.0, 1.0);
   for (size_t i = reused; i < n; ++i) {
     slots[i] = uint32_t(old + i - reused);
@@ -381,7 +405,7 @@ void HNSWIndex::add_prepared(const float* x, const float* norms, size_t n, const
 void HNSWIndex::reserve_for(size_t n) {
   const size_t slots = store_.slots() + n - std::min(n, store_.n_free());
   store_.reserve(slots);
-  reserve_room(links0_.mut(), slots * (M0_ + 1));
+  links0_.reserve(slots);
   reserve_room(levels_, slots);
   reserve_room(upper_at_, slots);
 }
@@ -419,7 +443,7 @@ void HNSWIndex::search_prepared(const float* q, const float* qnorms, size_t nq, 
 }
 
 void HNSWIndex::own() {
-  links0_.mut();
+  links0_.own();
   Index::own();
 }
 
@@ -442,7 +466,7 @@ void HNSWIndex::compact_locked() {
   }
   const int64_t next_id = store_.next_id();
   store_ = VectorStore(store_.d(), store_.metric(), store_.quant(), store_.keep_float());
-  links0_ = Array<uint32_t>();
+  links0_.clear();
   levels_.clear();
   upper_at_.clear();
   upper_.clear();
@@ -473,7 +497,17 @@ void HNSWIndex::write_extra(FileWriter& w, Header& h) const {
   h.aux[3] = entry_;
   h.aux[4] = ef_search();
   w.section(levels.data(), n * sizeof(int32_t));
-  w.section(links0_.data(), n * (M0_ + 1) * sizeof(uint32_t));
+  // The file holds plain lists (mappable as they are); packed ones are decoded for it.
+  if (links0_.plain_view()) {
+    w.section(links0_.plain_view(), n * (M0_ + 1) * sizeof(uint32_t));
+  } else {
+    std::vector<uint32_t> plain(n * (M0_ + 1), 0);
+    for (uint32_t s = 0; s < n; ++s) {
+      uint32_t* rec = plain.data() + size_t(s) * (M0_ + 1);
+      rec[0] = uint32_t(links0_.get(s, rec + 1));
+    }
+    w.section(plain.data(), plain.size() * sizeof(uint32_t));
+  }
   w.section(offsets.data(), (n + 1) * sizeof(uint64_t));
   w.section(upper_.data(), upper_.size() * sizeof(uint32_t));
 }
@@ -491,7 +525,7 @@ void HNSWIndex::read_extra(FileReader& r) {
   if (!n && (entry_ != kNoSlot || max_level_ != -1)) r.fail("bad HNSW entry point");
   const auto* lv = static_cast<const int32_t*>(r.section(n * sizeof(int32_t)));
   const auto* l0 = static_cast<const uint32_t*>(r.section(n * (M0_ + 1) * sizeof(uint32_t)));
-  links0_.set_view(l0, n * (M0_ + 1));
+  if (!links0_.load_plain(l0, n)) r.fail("bad HNSW link");
   const auto* off = static_cast<const uint64_t*>(r.section((n + 1) * sizeof(uint64_t)));
   if (off[0] != 0 || off[n] > UINT32_MAX) r.fail("bad HNSW offsets");
   levels_.resize(n);
@@ -508,12 +542,13 @@ void HNSWIndex::read_extra(FileReader& r) {
   const auto* up = static_cast<const uint32_t*>(r.section(off[n] * sizeof(uint32_t)));
   upper_.assign(up, up + off[n]);
   if (n && levels_[entry_] != max_level_) r.fail("bad HNSW entry level");
+  uint32_t ids[Level0Links::kMaxCap];
   for (uint32_t s = 0; s < n; ++s) {
     for (int l = 0; l <= levels_[s]; ++l) {
-      const uint32_t* li = links(s, l);
-      if (li[0] > capacity(l)) r.fail("bad HNSW link count");
-      for (size_t i = 0; i < li[0]; ++i) {
-        if (li[1 + i] >= n || levels_[li[1 + i]] < l) r.fail("bad HNSW link");
+      if (l > 0 && upper(s, l)[0] > capacity(l)) r.fail("bad HNSW link count");
+      const size_t cnt = read_links(s, l, ids);
+      for (size_t i = 0; i < cnt; ++i) {
+        if (ids[i] >= n || levels_[ids[i]] < l) r.fail("bad HNSW link");
       }
     }
   }

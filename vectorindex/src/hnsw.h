@@ -9,6 +9,7 @@
 #include <random>
 
 #include "index.h"
+#include "links.h"
 
 namespace vi {
 
@@ -36,8 +37,14 @@ class HNSWIndex : public Index {
   void write_extra(FileWriter& w, Header& h) const override;
 
  private:
-  uint32_t* links(uint32_t s, int level);
-  const uint32_t* links(uint32_t s, int level) const;
+  // Level >= 1 lists: count, then up to M ids.
+  uint32_t* upper(uint32_t s, int level);
+  const uint32_t* upper(uint32_t s, int level) const;
+  // Copies s's list at level into out (room for capacity(level)); returns the count.
+  size_t read_links(uint32_t s, int level, uint32_t* out) const;
+  void write_links(uint32_t s, int level, const uint32_t* ids, size_t n);
+  void write_links(uint32_t s, int level, const std::vector<Hit>& hits);
+  void prefetch_links(uint32_t s, int level) const;
   size_t capacity(int level) const { return level ? M_ : M0_; }
   std::mutex& lock_of(uint32_t s) const { return locks_[s % kStripes]; }
 
@@ -64,7 +71,7 @@ class HNSWIndex : public Index {
   std::atomic<size_t> ef_search_;
   double level_mult_;
   std::mt19937_64 rng_;
-  Array<uint32_t> links0_;  // per slot: count, then M0 neighbours
+  Level0Links links0_;  // packed for int8 indexes (links.h)
   std::vector<uint8_t> levels_;
   std::vector<uint32_t> upper_at_;  // per slot: where its lists start in upper_
   std::vector<uint32_t> upper_;     // per slot: levels * (count, M neighbours)

@@ -92,9 +92,14 @@ class VectorStore {
     const float* norms;
     bool l2;
     float operator()(uint32_t s) const {
-      const float dot = codes ? scales[s] * k->dot_i8(q, codes + size_t(s) * dp, dp)
-                              : k->dot_f32(q, vecs + size_t(s) * dp, dp);
-      return l2 ? qnorm + norms[s] - 2.0f * dot : -dot;
+      if (codes) {
+        const float dot = scales[s] * k->dot_i8(q, codes + size_t(s) * dp, dp);
+        return l2 ? qnorm + norms[s] - 2.0f * dot : -dot;
+      }
+      // Float L2 straight from the difference: the norm would be one more random read per
+      // distance (a cache miss of its own in a graph walk).
+      const float* x = vecs + size_t(s) * dp;
+      return l2 ? k->l2sqr_f32(q, x, dp) : -k->dot_f32(q, x, dp);
     }
   };
   Scorer scorer(const float* q, float qnorm) const {
