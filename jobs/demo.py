@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from jobs.batch import BATCH_JOBS, BatchJob, load_batch_config, run_batch_job
 from refinery.config import RuntimeConfig, load_runtime
-from refinery.ray_runtime import init_ray, ray_address
+from refinery.ray_runtime import init_ray
 
 DEMO_PORT = 8000
 DEMO_DOCS = 60  # keeps the embedding step to a minute or two on 2 CPU cores
@@ -85,11 +85,9 @@ def ray_logs_dir() -> str:
 def start_ray(ctx: DemoContext) -> Iterator[str]:
     import ray
 
-    # Without an address ray.init joins the newest cluster that `ray start` left on this
-    # machine (someone else's, on a shared one); the demo starts its own and ends it.
-    own = {} if ray_address(ctx.runtime.ray) else {"address": "local"}
-    # Workers' output stays in the session's log files instead of being streamed here.
-    init_ray(ctx.runtime.ray, log_to_driver=False, **own)
+    # Without an address this is a Ray of the demo's own, ended with it (init_ray never joins a
+    # cluster nobody named). Workers' output stays in the session's log files.
+    init_ray(ctx.runtime.ray, log_to_driver=False)
     resources = ray.cluster_resources()
     yield f"Ray {ray.__version__}: {len(ray.nodes())} node(s), {resources.get('CPU', 0):.0f} CPUs"
     yield f"worker processes' output: {ray_logs_dir()} (worker-*.out and .err; Serve's in serve/)"

@@ -96,9 +96,11 @@ def init_ray(cfg: RayConfig, **overrides: Any) -> None:
     if address:
         kwargs["address"] = address
     else:
-        kwargs["num_cpus"] = cfg.num_cpus
+        # "local": a Ray of its own. ray.init() alone would join whatever `ray start` left
+        # running on this machine, and then refuse the profile's num_cpus.
+        kwargs.update(address="local", num_cpus=cfg.num_cpus)
     kwargs.update(overrides)
-    if kwargs.get("address") and kwargs.get("num_cpus") is None:
+    if kwargs.get("num_cpus") is None:
         kwargs.pop("num_cpus", None)  # ray.init refuses it for an existing cluster
     ray.init(**kwargs)
 

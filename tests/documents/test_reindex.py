@@ -10,8 +10,10 @@ import heapq
 import json
 import random
 import re
+import time
 import unittest
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -312,3 +314,82 @@ def test_qdrant_gets_a_collection_per_version_and_an_alias_switch(
     with pytest.raises(QdrantAliasError, match="is a collection, not an alias"):
         reindex(setup, corpus, tmp_path / "refused", "runtime.qdrant.enabled=true",
                 f"runtime.qdrant.collection={taken}")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_reindexed_version_rolls_out_on_serve_and_becomes_champion(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """End to end: Serve serves models:/NAME@champion, a reindex with `reindex.rollout` hands
+    its version to the app's canary controller, the rollout passes under load, and the registry's
+    champion is then the version that serves as stable."""
+    import socket
+    import threading
+
+    import httpx
+    import ray
+    from ray import serve
+
+    from serve.canary.controller import find_controller
+    from serve.deploy import deploy_applications, wait_running
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    app, url = "reindexed", f"http://127.0.0.1:{port}/reindexed"
+    args = {
+        "version": "champion-1",
+        "index": {
+            "snapshot": f"models:/{setup.registry.name}@champion",
+            "registry_uri": setup.registry.uri,
+        },
+        "ingress": {"num_cpus": 0},
+        "embedding": {"num_cpus": 0},
+        "limits": {"requests_per_s": 100_000, "burst": 100_000},
+    }
+    config = {"name": app, "route_prefix": "/reindexed", "import_path": "serve.app:build",
+              "args": args}  # fmt: skip
+    deploy_applications([config], keep_others=True)
+    statuses: Counter = Counter()
+    stop = threading.Event()
+
+    def search_load() -> None:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            while not stop.is_set():
+                body = {"texts": [setup.texts["doc-03"][:80]], "k": 5}
+                statuses[client.post("/v1/search", json=body).status_code] += 1
+
+    load = threading.Thread(target=search_load, daemon=True)
+    try:
+        assert wait_running([app], timeout_s=300) == {}
+        load.start()
+        texts = dict(setup.texts)
+        texts["doc-03"] = texts["doc-03"].replace(" ", " edited ", 3)
+        canary = '{"steps": [50, 100], "interval_s": 1, "min_requests": 10, "shadow": 0.5}'
+        reindex(setup, write_corpus(tmp_path / "corpus", texts), tmp_path / "out",
+                "reindex.rollout=true", f"reindex.app={app}", f"reindex.canary={canary}",
+                f"reindex.canary_state={tmp_path / 'canary'}")  # fmt: skip
+        found = report(tmp_path / "out")
+        assert found["rollout"]["status"] == "running", found["rollout"]
+        new = found["registry"]["version"]
+
+        deadline = time.monotonic() + 180
+        while setup.registry.show("champion")["version"] != new:
+            assert time.monotonic() < deadline, ray.get(find_controller(app).status.remote())
+            time.sleep(0.5)
+        stop.set()
+        load.join(timeout=60)
+        assert set(statuses) == {200} and statuses[200] > 20, statuses
+        answer = httpx.post(url + "/v1/search", json={"texts": ["x"], "k": 1}, timeout=60)
+        assert answer.headers["X-Refinery-Version"] == f"stable/{found['version']}"
+        served = httpx.get(url + "/readyz", timeout=60).json()["routing"]
+        assert served["index"]["snapshot"] == found["snapshot"] and served["canary"]["weight"] == 0
+        assert setup.registry.history()[-1]["to"] == new
+    finally:
+        stop.set()
+        controller = find_controller(app)
+        if controller is not None:
+            ray.kill(controller, no_restart=True)
+        serve.shutdown()
+        setup.registry.set_alias("champion", setup.champion_version, "the test's champion again")

@@ -176,6 +176,24 @@ def test_the_token_is_found_as_ray_finds_it(
 
 
 @pytest.mark.slow
+def test_a_local_run_starts_a_ray_of_its_own_beside_a_running_head(
+    head: str, tmp_path: Path
+) -> None:
+    """The head is this machine's current cluster (`ray start` recorded it): a run with no
+    address still starts its own Ray, with the profile's CPUs, instead of joining it."""
+    write_logs(tmp_path / "logs", rows=500, files=1, seed=7)
+    out = tmp_path / "out"
+    result = refinery(
+        "run", "logs", "--profile", "local", "--input", str(tmp_path / "logs"),
+        "--output", str(out), "--set", "runtime.ray.num_cpus=1",
+        "--set", f"runtime.storage.root={tmp_path / 'state'}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Started a local Ray instance" in result.stderr
+    assert json.loads((out / "stats.json").read_text())["cluster"]["cpus"] == 1
+
+
+@pytest.mark.slow
 def test_serve_status_and_down_attach_to_the_running_cluster(head: str) -> None:
     gcs = f"127.0.0.1:{GCS_PORT}"
     status = refinery("serve", "status", ray_address=gcs)
