@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -71,6 +71,11 @@ class EmbeddingConfig(StrictModel):
     device: str = "cpu"
     batch_size: int = Field(32, ge=1)
     normalize: bool = True
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="CPU only (GPU runs as loaded): auto is bf16 where the CPU has "
+        "AVX-512-BF16 or AMX, else fp32",
+    )
 
 
 class LLMConfig(StrictModel):

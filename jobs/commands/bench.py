@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "LogStore engines against pure Python, DuckDB and Polars; load with and without bad lines",
     ),
     "docs": ("bench.docs", "document pipeline against a single-process datasketch loop"),
+    "embed": ("bench.embed", "CPU embedding precisions against plain sentence-transformers"),
     "serve": ("bench.serve", "Serve /v1/search against a do-nothing endpoint and FastAPI+FAISS"),
     "serve-updates": ("bench.serve_updates", "Serve /v1/upsert under search load"),
     "serve-memory": ("bench.serve_memory", "memory of 1 and 2 ingress replicas on one snapshot"),

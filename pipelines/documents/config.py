@@ -111,8 +111,15 @@ class ChunkConfig(StepConfig):
 class EmbedConfig(StepConfig):
     step: Literal["embed"] = "embed"
     batch_size: int | None = Field(None, ge=1, description="None: runtime.embedding.batch_size")
-    actors: int = Field(1, ge=1)
-    cpus_per_actor: float = Field(1.0, gt=0, description="Also the torch thread count")
+    actors: int | None = Field(
+        None, ge=1, description="None: the CPUs Ray offers / cpus_per_actor (on GPU: 1)"
+    )
+    cpus_per_actor: float | None = Field(
+        None,
+        gt=0,
+        description="Also the torch thread count. None: the CPUs of the largest node, at most "
+        "4, and no more than Ray has free (on GPU: 1)",
+    )
     max_restarts: int = Field(
         3, ge=0, description="Restarts of a dead actor, whose batches then run again"
     )

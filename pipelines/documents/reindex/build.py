@@ -31,7 +31,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from pipelines.documents.config import EmbedConfig
-from pipelines.documents.embed import Embed, vector_column
+from pipelines.documents.embed import Embed, cluster_cpus, embed_resources, vector_column
 from pipelines.documents.reindex.fold import Folded, Governed, LogState
 from pipelines.documents.steps import RunContext
 from pipelines.documents.write import SnapshotWriter, index_id
@@ -171,7 +171,8 @@ class Embedding:
         import ray
 
         # Several blocks per actor: one block would keep the pool's other actors idle.
-        pieces = max(self.step.actors * 4, 1)
+        actors, _ = embed_resources(self.step, *cluster_cpus(), self.cfg.device)
+        pieces = max(actors * 4, 1)
         size = max(math.ceil(table.num_rows / pieces), self.cfg.batch_size)
         slices = [table.slice(start, size) for start in range(0, table.num_rows, size)]
         out = Embed(self.step).apply(ray.data.from_arrow(slices), ctx)
