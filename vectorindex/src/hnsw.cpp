@@ -110,6 +110,13 @@ size_t HNSWIndex::read_links(uint32_t s, int level, uint32_t* out) const {
   return l[0];
 }
 
+const uint32_t* HNSWIndex::view_links(uint32_t s, int level, uint32_t* buf, size_t* n) const {
+  if (level == 0) return links0_.view(s, buf, n);
+  const uint32_t* l = upper(s, level);
+  *n = l[0];
+  return l + 1;
+}
+
 void HNSWIndex::write_links(uint32_t s, int level, const uint32_t* ids, size_t n) {
   if (level == 0) return links0_.set(s, ids, n);
   uint32_t* l = upper(s, level);
@@ -191,25 +198,30 @@ std::vector<Hit> HNSWIndex::search_layer(const float* q, float qn, uint32_t ep, 
     const Hit c = cand.top();
     if (c.dist > bound && top.size() >= ef) break;
     cand.pop();
+    // The list expanded next, most likely: it is one expansion's work away.
+    if (!cand.empty()) prefetch_links(cand.top().slot, level);
     size_t n;
-    {
-      std::unique_lock<std::mutex> lk;
-      if constexpr (kLocked) lk = std::unique_lock<std::mutex>(lock_of(c.slot));
+    const uint32_t* l = list;
+    if constexpr (kLocked) {
+      std::lock_guard<std::mutex> lk(lock_of(c.slot));
       n = read_links(c.slot, level, list);
+    } else {
+      l = view_links(c.slot, level, list, &n);
     }
     // Only unvisited neighbours go on; the rest cost nothing more.
     size_t cnt = 0;
     for (size_t i = 0; i < n; ++i) {
-      const uint32_t nb = list[i];
+      const uint32_t nb = l[i];
       if (mark[nb] != gen) {
         mark[nb] = gen;
         nbrs[cnt++] = nb;
       }
     }
-    for (size_t i = 0; i < cnt && i < kPrefetchAhead; ++i) prefetch_row(nbrs[i]);
+    constexpr size_t ahead = kPrefetchAhead;
+    for (size_t i = 0; i < cnt && i < ahead; ++i) prefetch_row(nbrs[i]);
     for (size_t i = 0; i < cnt; ++i) {
       const uint32_t nb = nbrs[i];
-      if (i + kPrefetchAhead < cnt) prefetch_row(nbrs[i + kPrefetchAhead]);
+      if (i + ahead < cnt) prefetch_row(nbrs[i + ahead]);
       const float dd = dist(nb);
       if (top.size() < ef || dd < bound) {
         cand.push({dd, nb});
@@ -433,9 +445,11 @@ void HNSWIndex::search_prepared(const float* q, const float* qnorms, size_t nq, 
   } else if (!filter) {
     ef = widened_ef(ef, store_.live(), slots);
   }
-  const int nt = threads_for(nq, 4);
-  run_parallel(nt, [&](int t) {
-    for (size_t i = t; i < nq; i += nt) {
+  // Queries are handed out one at a time, not dealt in advance: on a shared machine one
+  // thread may be descheduled for a while, and the others then take over its share.
+  std::atomic<size_t> next{0};
+  run_parallel(threads_for(nq, 4), [&](int) {
+    for (size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < nq;) {
       out[i] = exact ? scan_slots(q + i * dp, qnorms[i], filter->slots, kk)
                      : search_one(q + i * dp, qnorms[i], ef, kk, skip);
     }

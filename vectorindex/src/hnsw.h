@@ -33,6 +33,8 @@ class HNSWIndex : public Index {
   void compact_locked() override;
   void reserve_for(size_t n) override;
   uint32_t kind() const override { return 1; }
+  // Float rows are scored with exact_dist's own kernels (store.h's Scorer).
+  bool hits_exact() const override { return !store_.has_codes(); }
   size_t extra_bytes() const override;
   void write_extra(FileWriter& w, Header& h) const override;
 
@@ -42,6 +44,8 @@ class HNSWIndex : public Index {
   const uint32_t* upper(uint32_t s, int level) const;
   // Copies s's list at level into out (room for capacity(level)); returns the count.
   size_t read_links(uint32_t s, int level, uint32_t* out) const;
+  // The same without a copy where possible: only where no add can run meanwhile.
+  const uint32_t* view_links(uint32_t s, int level, uint32_t* buf, size_t* n) const;
   void write_links(uint32_t s, int level, const uint32_t* ids, size_t n);
   void write_links(uint32_t s, int level, const std::vector<Hit>& hits);
   void prefetch_links(uint32_t s, int level) const;

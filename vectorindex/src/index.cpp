@@ -128,7 +128,8 @@ void Index::search(const float* xq, size_t nq, const SearchArgs& args, float* D,
   if (!args.filtered || !filter.slots.empty()) {
     search_prepared(q.data(), qn.data(), nq, kk, args.filtered ? &filter : nullptr, args, hits);
   }
-  const int nt = threads_for(nq * kk * dp, 1 << 16);
+  // Without re-scoring, finishing is a copy: not worth starting threads for.
+  const int nt = hits_exact() ? 1 : threads_for(nq * kk * dp, 1 << 16);
   run_parallel(nt, [&](int t) {
     for (size_t i = t; i < nq; i += nt) {
       finish(q.data() + i * dp, hits[i], args.k, D + i * args.k, I + i * args.k);
@@ -147,7 +148,8 @@ std::vector<Hit> Index::scan_slots(const float* q, float qnorm,
 // expansion used while scanning loses digits for near-duplicates), then writes k results.
 void Index::finish(const float* q, std::vector<Hit>& hits, size_t k, float* D,
                    int64_t* I) const {
-  if (store_.has_float() && (store_.has_codes() || store_.metric() == Metric::L2)) {
+  if (!hits_exact() && store_.has_float() &&
+      (store_.has_codes() || store_.metric() == Metric::L2)) {
     for (Hit& h : hits) h.dist = store_.exact_dist(q, h.slot);
     std::sort(hits.begin(), hits.end());
   }

@@ -81,6 +81,8 @@ class Index {
   virtual size_t extra_bytes() const { return 0; }
   virtual void write_extra(FileWriter& w, Header& h) const = 0;
 
+  // Whether search_prepared's distances are already what exact_dist gives (no re-scoring).
+  virtual bool hits_exact() const { return false; }
   // Exact search over the given slots.
   std::vector<Hit> scan_slots(const float* q, float qnorm, const std::vector<uint32_t>& slots,
                               size_t kk) const;

@@ -73,6 +73,20 @@ class Level0Links {
     return n;
   }
 
+  // Slot s's ids without a copy where the layout allows (plain), else decoded into buf; for
+  // readers that no writer can race (searches under the index's shared lock).
+  const uint32_t* view(uint32_t s, uint32_t* buf, size_t* n) const {
+    if (packed_) {
+      *n = get(s, buf);
+      return buf;
+    }
+    const uint8_t* r = record(s);
+    uint32_t c;
+    std::memcpy(&c, r, sizeof c);
+    *n = c;
+    return reinterpret_cast<const uint32_t*>(r + sizeof(uint32_t));
+  }
+
   // Replaces slot s's list (n <= cap(), ids < slots()).
   void set(uint32_t s, const uint32_t* ids, size_t n) {
     uint8_t* r = mut_record(s);
