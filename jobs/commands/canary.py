@@ -9,8 +9,9 @@ import json
 import os
 import re
 
-from refinery.config import load_runtime
+from refinery.config import load_runtime, validate
 from refinery.ray_runtime import attach_ray
+from serve.canary.rollout import RolloutConfig
 
 DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smh]?)")
 SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600}
@@ -29,6 +30,16 @@ def steps(text: str) -> list[int]:
         return [int(step) for step in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: weights like 1,5,10,25,50,100") from None
+
+
+def json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: not JSON ({error.msg})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f'{text!r}: a JSON object like {{"max_p99_s": 1.5}}')
+    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,10 +74,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="share (0-1) of searches mirrored to the other arm",
     )
     rollout.add_argument(
-        "--gates", default=None, help='gate thresholds as JSON, e.g. {"max_p99_s": 1.5}'
+        "--gates",
+        type=json_object,
+        default=None,
+        help='gate thresholds as JSON, e.g. {"max_p99_s": 1.5}',
     )
     rollout.add_argument(
         "--fault",
+        type=json_object,
         default=None,
         help='faults injected into the canary, to rehearse a rollback, e.g. {"abort_percent": 20}',
     )
@@ -123,11 +138,13 @@ def _rollout(args: argparse.Namespace) -> int:
             "interval_s": args.interval,
             "min_requests": args.min_requests,
             "shadow": args.shadow,
-            "gates": json.loads(args.gates) if args.gates else None,
-            "fault": json.loads(args.fault) if args.fault else None,
+            "gates": args.gates,
+            "fault": args.fault,
         }.items()
         if value is not None
     }
+    # Checked here, so that a mistake is one clear line rather than the controller's error.
+    validate(RolloutConfig, config, "canary rollout")
     controller = _controller(args, start=True)
     _print(ray.get(controller.rollout.remote(args.to, args.snapshot, config, llm=args.llm)))
     return 0

@@ -66,3 +66,19 @@ def test_run_and_submit_take_the_same_job_flags(verb: str) -> None:
     assert not cfg.reindex.full
     apply_job_flags(args, cfg)
     assert cfg.reindex.full
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--gates", '{"max_p99_s": -1}'], "gates.max_p99_s: Input should be greater than 0"),
+        (["--fault", '{"abort_percent": 120}'], "fault.abort_percent"),
+        (["--steps", "50,10"], "steps must be strictly increasing"),
+    ],
+)
+def test_a_canary_rollouts_mistake_is_one_clear_line_before_any_cluster(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["canary", "rollout", "--to", "v2", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
