@@ -1,12 +1,21 @@
-"""`refinery bench logs`: LogStore (Arrow and Ray engines) against pure Python, DuckDB and
-Polars on the seed query (filter by model + latency, group by route, 6 metrics).
+"""`refinery bench logs`: LogStore against DuckDB and Polars on the seed query (filter by
+model + latency, group by route, 6 metrics), over several noisy variants of generated logs.
 
-Two timings per contender: file -> answer (parse the JSONL, then query) and the query alone
-on data already loaded. Same generated logs for all (Zipf models/routes, lognormal
-latencies, ~0.1% malformed lines); Polars raises on malformed lines, so it reads a clean copy
-(bad lines removed beforehand, untimed). Then the cost of bad lines: the Arrow engine loads
-the same logs clean and with --bad-rate of the lines broken, rounds interleaved. Prints
-tables, then one JSON line with the ratios and that cost.
+Each variant (pipelines/logs/generate.py VARIANTS: clean, 0.1% and 1% malformed lines,
+optional and nested extra fields, float vs integer latencies, escaped and non-ASCII strings,
+CRLF endings, and all of them at once) is timed two ways per contender: file -> answer (parse
+the JSONL, then query) and the query alone on data already loaded. Contenders are timed round
+by round (A B C A B C ...), best round kept: the machine's speed drifts over minutes.
+
+How each reads the malformed lines: LogStore quarantines and counts them (the bench checks
+the count against the lines the generator broke); DuckDB reads with `ignore_errors=true` (a
+bad line becomes a row of NULLs, dropped by the query's WHERE); Polars raises on them even
+with ignore_errors, so it reads a copy with the bad lines removed beforehand, untimed (which
+flatters it). Both peers are given the seed query's columns and types, so neither infers a
+schema nor builds the extra fields; LogStore builds every field, extras included.
+
+Answers must agree (counts, sums and max exactly, averages to 1e-9, p95 within 1%). Prints a
+table per size, then one JSON line.
 """
 
 from __future__ import annotations
@@ -29,39 +38,63 @@ METRICS = {
     "tokens_out": "sum(tokens_output)",
     "error_rate": "error_rate",
 }
-DUCK_COLUMNS = (
-    "{'ts': 'VARCHAR', 'model': 'VARCHAR', 'latency_ms': 'DOUBLE', 'tokens_input': 'BIGINT', "
-    "'tokens_output': 'BIGINT', 'route': 'VARCHAR', 'status': 'VARCHAR'}"
-)
+COLUMNS = {
+    "ts": "VARCHAR",
+    "model": "VARCHAR",
+    "latency_ms": "DOUBLE",
+    "tokens_input": "BIGINT",
+    "tokens_output": "BIGINT",
+    "route": "VARCHAR",
+    "status": "VARCHAR",
+}
 DUCK_QUERY = (
     "SELECT route, count(*), avg(latency_ms), quantile_disc(latency_ms, 0.95), max(latency_ms), "
     "sum(tokens_output), avg(CASE WHEN status <> 'ok' THEN 1.0 ELSE 0.0 END) FROM {source} "
     f"WHERE model = '{MODEL}' AND latency_ms >= {MIN_LATENCY} GROUP BY route ORDER BY route"
 )
+PEERS = ("duckdb", "polars")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rows", type=int, default=100_000, help="rows of the small run")
-    parser.add_argument("--files", type=int, default=1, help="files of the small run")
     parser.add_argument(
-        "--big", action="store_true", help="also run 10M rows over --big-files files"
+        "--variants",
+        default="all",
+        help="comma-separated noisy variants (clean, bad0.1, bad1, nested, float, int, "
+        "unicode, crlf, mixed) or all",
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows per variant")
+    parser.add_argument("--files", type=int, default=1, help="files per variant")
+    parser.add_argument(
+        "--big", action="store_true", help="also run --big-rows rows over --big-files files"
     )
     parser.add_argument("--big-rows", type=int, default=10_000_000)
     parser.add_argument("--big-files", type=int, default=32)
-    parser.add_argument("--repeat", type=int, default=5, help="rounds of the 100k timings")
-    parser.add_argument("--big-repeat", type=int, default=3, help="rounds of the 10M timings")
-    parser.add_argument("--data", default=".refinery/bench/logs", help="generated data cache")
-    parser.add_argument("--no-ray", action="store_true", help="skip the Ray engine")
-    parser.add_argument("--ray-cpus", type=int, default=2, help="CPUs of the bench's local Ray")
     parser.add_argument(
-        "--bad-rows", type=int, default=1_000_000, help="rows of the clean vs bad-lines load"
+        "--big-variants", default="bad0.1,mixed", help="the variants of the --big run"
     )
-    parser.add_argument("--bad-rate", type=float, default=0.003, help="bad lines of that load")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds per timing")
+    parser.add_argument("--big-repeat", type=int, default=2, help="rounds of the --big timings")
+    parser.add_argument("--data", default=".refinery/bench/logs", help="generated data cache")
+    parser.add_argument(
+        "--ray", action="store_true", help="also time the Ray engine's file -> answer"
+    )
+    parser.add_argument("--ray-cpus", type=int, default=2, help="CPUs of the bench's local Ray")
 
 
 def main(args: argparse.Namespace) -> int:
-    sizes = [(args.rows, args.files)] + ([(args.big_rows, args.big_files)] if args.big else [])
-    if not args.no_ray:
+    from pipelines.logs.generate import VARIANTS
+
+    def chosen(text: str) -> list[str]:
+        names = list(VARIANTS) if text == "all" else [v.strip() for v in text.split(",")]
+        unknown = [n for n in names if n not in VARIANTS]
+        if unknown:
+            raise SystemExit(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+        return names
+
+    runs = [(args.rows, args.files, args.repeat, chosen(args.variants))]
+    if args.big:
+        runs.append((args.big_rows, args.big_files, args.big_repeat, chosen(args.big_variants)))
+    if args.ray:
         import ray
         import ray.data
 
@@ -70,139 +103,112 @@ def main(args: argparse.Namespace) -> int:
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         ray.data.DataContext.get_current().enable_progress_bars = False
     try:
-        reports = [run_size(rows, files, args) for rows, files in sizes]
+        reports = [
+            run_variant(name, rows, files, repeat, args)
+            for rows, files, repeat, names in runs
+            for name in names
+        ]
     finally:
-        if not args.no_ray:
+        if args.ray:
             ray.shutdown()
-    bad_lines = bad_line_cost(args)
-    for report in reports:
-        print_table(report)
-    print_bad_lines(bad_lines)
-    print(json.dumps({"bench": "logs", "runs": reports, "bad_lines": bad_lines}))
-    return 0
+    print_table(reports)
+    print(json.dumps({"bench": "logs", "variants": reports}))
+    return 0 if all(r["agree"] and r["quarantine_exact"] for r in reports) else 1
 
 
-def run_size(rows: int, files: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Every contender timed round by round (A B C A B C ...), best round kept: the machine's
-    speed drifts over minutes, and timing one contender's repeats back to back would hand
-    the drift to whichever ran in a slow spell."""
-    raw, clean = prepare_data(Path(args.data), rows, files)
-    big = rows > 1_000_000
-    # Pure Python at 10M rows would hold 10M dicts (GBs): file -> answer only, streamed, once.
-    file_fns: dict[str, tuple[Callable[[], Any], int]] = {
-        "python": (lambda: python_answer(python_rows(raw)), 1 if big else args.repeat),
-        "duckdb": (lambda: duckdb_file(raw), args.big_repeat if big else args.repeat),
-        "polars": (lambda: polars_file(clean), args.big_repeat if big else args.repeat),
-        "arrow": (lambda: logstore_answer(raw, "arrow"), args.big_repeat if big else args.repeat),
+def run_variant(
+    name: str, rows: int, files: int, repeat: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    raw, clean, broken = prepare_data(Path(args.data), name, rows, files)
+    file_fns: dict[str, Callable[[], Any]] = {
+        "ours": lambda: logstore_answer(raw, "arrow"),
+        "duckdb": lambda: duckdb_file(raw),
+        "polars": lambda: polars_file(clean),
     }
-    if not args.no_ray:
+    if args.ray:
         logstore_answer(raw, "ray")  # warm-up: worker start-up is not the engine's speed
-        file_fns["ray"] = (lambda: logstore_answer(raw, "ray"), file_fns["arrow"][1])
-    loaders: dict[str, tuple[Callable[[], Any], Callable[[Any], Any]]] = {
-        "duckdb": (lambda: duckdb_load(raw), duckdb_query),
-        "polars": (lambda: polars_load(clean), polars_query),
-        "arrow": (lambda: logstore(raw, "arrow"), seed_query),
-    }
-    if not big:
-        loaders = {"python": (lambda: list(python_rows(raw)), python_answer), **loaders}
-    contenders: dict[str, dict[str, Any]] = {name: {} for name in file_fns}
-    for name, (seconds, answer) in interleaved(file_fns).items():
-        contenders[name].update(file_s=seconds, answer=answer)
-    states = {name: load() for name, (load, _) in loaders.items()}
-    queries = {
-        name: (lambda q=query, s=states[name]: q(s), args.repeat)
-        for name, (_, query) in loaders.items()
-    }
-    for name, (seconds, _) in interleaved(queries).items():
-        contenders[name]["query_s"] = seconds
-    del states
-    for name, entry in contenders.items():
-        timings = "  ".join(f"{k}={v * 1000:.1f}ms" for k, v in entry.items() if k.endswith("_s"))
-        print(f"  {rows:>10,} rows  {name:<8} {timings}", flush=True)
-    agree = check_agreement(contenders)
-    return {
+        file_fns["ray"] = lambda: logstore_answer(raw, "ray")
+    file_times = interleaved(file_fns, repeat)
+    store = logstore(raw, "arrow")
+    states = {"ours": store, "duckdb": duckdb_load(raw), "polars": polars_load(clean)}
+    queries = {"ours": seed_query, "duckdb": duckdb_query, "polars": polars_query}
+    query_times = interleaved(
+        {n: (lambda q=q, s=states[n]: q(s)) for n, q in queries.items()}, max(repeat, 5)
+    )
+    answers = {n: r for n, (_, _, r) in file_times.items()}
+    answers.update({f"{n} (loaded)": r for n, (_, _, r) in query_times.items()})
+    agree = check_agreement(answers)
+    quarantined = len(store.quarantine)
+    del states, store
+    report = {
+        "variant": name,
         "rows": rows,
         "files": files,
         "agree": agree,
-        "ratios": ratios(contenders),
-        "seconds": {
-            n: {k: v for k, v in e.items() if k.endswith("_s")} for n, e in contenders.items()
-        },
+        "quarantined": quarantined,
+        "broken_lines": broken,
+        "quarantine_exact": quarantined == broken,
+        "file_s": {n: wall for n, (wall, _, _) in file_times.items()},
+        "file_cpu_s": {n: cpu for n, (_, cpu, _) in file_times.items()},
+        "query_s": {n: wall for n, (wall, _, _) in query_times.items()},
+        "query_cpu_s": {n: cpu for n, (_, cpu, _) in query_times.items()},
     }
+    for kind in ("file_s", "file_cpu_s", "query_s", "query_cpu_s"):
+        times = report[kind]
+        report[kind.replace("_s", "_ratio")] = round(
+            times["ours"] / min(times[p] for p in PEERS), 3
+        )
+    print(
+        f"  {name:<8} {rows:>11,} rows  file: ours {ms(report['file_s']['ours'])} "
+        f"duckdb {ms(report['file_s']['duckdb'])} polars {ms(report['file_s']['polars'])} "
+        f"-> {report['file_ratio']:.2f}x  query: {report['query_ratio']:.2f}x  "
+        f"agree {agree}, quarantined {quarantined:,} of {broken:,} broken",
+        flush=True,
+    )
+    return report
 
 
-def interleaved(fns: dict[str, tuple[Callable[[], Any], int]]) -> dict[str, tuple[float, Any]]:
-    """name -> (best seconds, last result) of fn, timed `rounds` times, one round of all at
-    a time."""
-    best = {name: (math.inf, None) for name in fns}
-    for round_ in range(max(rounds for _, rounds in fns.values())):
-        for name, (fn, rounds) in fns.items():
-            if round_ < rounds:
-                t0 = time.perf_counter()
-                result = fn()
-                best[name] = (min(best[name][0], time.perf_counter() - t0), result)
+def interleaved(
+    fns: dict[str, Callable[[], Any]], rounds: int
+) -> dict[str, tuple[float, float, Any]]:
+    """name -> (best wall seconds, best process CPU seconds, last result) of fn, timed
+    `rounds` times, one round of all at a time. CPU time counts every thread of the
+    process (DuckDB's and Polars' too) and moves less than wall time on a shared machine."""
+    best = {name: (math.inf, math.inf, None) for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            c0, t0 = time.process_time(), time.perf_counter()
+            result = fn()
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            best[name] = (min(best[name][0], wall), min(best[name][1], cpu), result)
     return best
 
 
-def prepare_data(root: Path, rows: int, files: int) -> tuple[list[str], list[str]]:
-    """Generated logs (cached between runs) and the clean copy Polars needs."""
-    from pipelines.logs.generate import write_logs
+def prepare_data(root: Path, name: str, rows: int, files: int) -> tuple[list[str], list[str], int]:
+    """The variant's generated logs (cached between runs), the copy without broken lines that
+    Polars reads, and how many lines were broken."""
+    from pipelines.logs.generate import VARIANTS, write_logs
 
-    raw_dir, clean_dir = root / f"{rows}x{files}" / "raw", root / f"{rows}x{files}" / "clean"
-    done = root / f"{rows}x{files}" / "done"
+    base = root / "variants" / f"{name}-{rows}x{files}"
+    raw_dir, clean_dir, done = base / "raw", base / "clean", base / "done.json"
     if not done.exists():
-        print(f"generating {rows:,} rows over {files} files under {raw_dir} ...", flush=True)
-        paths = write_logs(raw_dir, rows, files=files, seed=0)
+        print(f"generating {name}: {rows:,} rows over {files} files under {raw_dir} ...")
+        paths = write_logs(raw_dir, rows, files=files, seed=0, noise=VARIANTS[name])
         clean_dir.mkdir(parents=True, exist_ok=True)
+        broken = 0
         for path in paths:
-            lines = Path(path).read_text(encoding="utf-8").splitlines(keepends=True)
-            kept = [line for line in lines if valid(line)]
-            (clean_dir / Path(path).name).write_text("".join(kept), encoding="utf-8")
-        done.touch()
-    return sorted(map(str, raw_dir.glob("*.jsonl"))), sorted(map(str, clean_dir.glob("*.jsonl")))
+            with open(path, "rb") as f:
+                lines = f.read().split(b"\n")
+            kept = [line for line in lines[:-1] if valid(line)]
+            broken += len(lines) - 1 - len(kept)
+            (clean_dir / Path(path).name).write_bytes(b"".join(line + b"\n" for line in kept))
+        done.write_text(json.dumps({"broken": broken}))
+    broken = json.loads(done.read_text())["broken"]
+    raws = sorted(map(str, raw_dir.glob("*.jsonl")))
+    return raws, sorted(map(str, clean_dir.glob("*.jsonl"))), broken
 
 
-def bad_line_cost(args: argparse.Namespace) -> dict[str, Any]:
-    """Arrow-engine load of the same generated logs clean and with args.bad_rate of their
-    lines broken (same seed: every other line is the same), best of interleaved rounds."""
-    from pipelines.logs.generate import write_logs
-
-    paths = {}
-    for name, rate in (("clean", 0.0), ("bad", args.bad_rate)):
-        directory = Path(args.data) / f"{args.bad_rows}-bad-{rate:g}"
-        if not (directory / "done").exists():
-            print(f"generating {args.bad_rows:,} rows, {rate:.2%} bad, under {directory} ...")
-            write_logs(directory, args.bad_rows, seed=0, malformed_rate=rate)
-            (directory / "done").touch()
-        paths[name] = sorted(map(str, directory.glob("*.jsonl")))
-    timed = interleaved(
-        {name: (lambda p=p: logstore(p, "arrow"), args.repeat) for name, p in paths.items()}
-    )
-    (clean, clean_store), (bad, bad_store) = timed["clean"], timed["bad"]
-    return {
-        "rows": args.bad_rows,
-        "bad_rate": args.bad_rate,
-        "quarantined": len(bad_store.quarantine),
-        "kept": {"clean": clean_store.scan.rows, "bad": bad_store.scan.rows},
-        "load_s": {"clean": clean, "bad": bad},
-        "overhead": round(bad / clean - 1, 3),
-    }
-
-
-def print_bad_lines(report: dict[str, Any]) -> None:
-    seconds = report["load_s"]
-    print(
-        f"\nbad lines: Arrow load of {report['rows']:,} rows, clean vs "
-        f"{report['bad_rate']:.1%} bad ({report['quarantined']:,} quarantined)"
-    )
-    print(f"{'clean':>12} {'bad lines':>12} {'overhead':>10}")
-    print(
-        f"{seconds['clean'] * 1000:>9,.1f} ms {seconds['bad'] * 1000:>9,.1f} ms "
-        f"{report['overhead']:>+10.1%}"
-    )
-
-
-def valid(line: str) -> bool:
+def valid(line: bytes) -> bool:
     try:
         record = json.loads(line)
     except ValueError:
@@ -210,56 +216,27 @@ def valid(line: str) -> bool:
     return isinstance(record, dict) and isinstance(record.get("latency_ms"), int | float)
 
 
-# --- pure Python: json.loads per line, dict aggregation -------------------------------------
-def python_rows(paths: list[str]):
-    for path in paths:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict) and isinstance(record.get("latency_ms"), int | float):
-                    yield record
-
-
-def python_answer(records) -> list[tuple]:
-    groups: dict[str, list] = {}
-    for r in records:
-        if r.get("model") == MODEL and r["latency_ms"] >= MIN_LATENCY:
-            g = groups.setdefault(r.get("route"), [0, [], 0, 0])
-            g[0] += 1
-            g[1].append(r["latency_ms"])
-            g[2] += r.get("tokens_output") or 0
-            g[3] += r.get("status") != "ok"
-    out = []
-    for route in sorted(groups):
-        n, lat, tokens, errors = groups[route]
-        lat.sort()
-        p95 = lat[max(math.ceil(0.95 * n - 1e-9) - 1, 0)]
-        out.append((route, n, sum(lat) / n, p95, lat[-1], tokens, errors / n))
-    return out
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.0f} ms"
 
 
 # --- DuckDB -------------------------------------------------------------------------------
+def _duck_source(paths: list[str]) -> str:
+    columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in COLUMNS.items()) + "}"
+    return f"read_json({paths}, columns={columns}, format='newline_delimited', ignore_errors=true)"
+
+
 def duckdb_file(paths: list[str]) -> list[tuple]:
     import duckdb
 
-    source = (
-        f"read_json({paths}, columns={DUCK_COLUMNS}, format='newline_delimited', "
-        "ignore_errors=true)"
-    )
-    return duckdb.connect().execute(DUCK_QUERY.format(source=source)).fetchall()
+    return duckdb.connect().execute(DUCK_QUERY.format(source=_duck_source(paths))).fetchall()
 
 
 def duckdb_load(paths: list[str]):
     import duckdb
 
     con = duckdb.connect()
-    source = (
-        f"read_json({paths}, columns={DUCK_COLUMNS}, format='newline_delimited', "
-        "ignore_errors=true)"
-    )
+    source = _duck_source(paths)
     con.execute(f"CREATE TABLE logs AS SELECT * FROM {source} WHERE latency_ms IS NOT NULL")
     return con
 
@@ -272,7 +249,9 @@ def duckdb_query(con) -> list[tuple]:
 def polars_load(paths: list[str]):
     import polars as pl
 
-    return pl.concat([pl.read_ndjson(p) for p in paths], how="diagonal_relaxed")
+    types = {"VARCHAR": pl.String, "DOUBLE": pl.Float64, "BIGINT": pl.Int64}
+    schema = {name: types[kind] for name, kind in COLUMNS.items()}
+    return pl.concat([pl.read_ndjson(p, schema=schema) for p in paths])
 
 
 def polars_query(df) -> list[tuple]:
@@ -319,15 +298,15 @@ def logstore_answer(paths: list[str], engine: str) -> list[tuple]:
 
 
 # --- report -------------------------------------------------------------------------------
-def check_agreement(contenders: dict[str, dict[str, Any]]) -> bool:
-    """Counts, sums and max equal; averages to 1e-9; p95 within 1% of DuckDB's."""
-    ref = contenders["duckdb"]["answer"]
-    for name, entry in contenders.items():
-        answer = entry["answer"]
+def check_agreement(answers: dict[str, list[tuple]]) -> bool:
+    """Counts, sums and max equal; averages to 1e-9; p95 within 1% of DuckDB's. Rows are
+    compared by key: engines sort non-ASCII keys their own way."""
+    ref = sorted(answers["duckdb"])
+    for name, answer in answers.items():
         if len(answer) != len(ref):
             print(f"  !! {name}: {len(answer)} groups, DuckDB {len(ref)}")
             return False
-        for mine, theirs in zip(answer, ref, strict=True):
+        for mine, theirs in zip(sorted(answer), ref, strict=True):
             exact = mine[0] == theirs[0] and mine[1] == theirs[1] and mine[4:6] == theirs[4:6]
             close = all(math.isclose(mine[i], theirs[i], rel_tol=1e-9) for i in (2, 6))
             p95 = math.isclose(mine[3], theirs[3], rel_tol=0.01)
@@ -337,31 +316,25 @@ def check_agreement(contenders: dict[str, dict[str, Any]]) -> bool:
     return True
 
 
-def ratios(contenders: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """How many times faster each LogStore engine is than each peer (>1: faster)."""
-    out: dict[str, dict[str, float]] = {}
-    for engine in ("arrow", "ray"):
-        if engine not in contenders:
-            continue
-        for peer in ("python", "duckdb", "polars"):
-            for kind in ("file_s", "query_s"):
-                mine, theirs = contenders[engine].get(kind), contenders[peer].get(kind)
-                if mine and theirs:
-                    out.setdefault(engine, {})[f"{kind[:-2]}_vs_{peer}"] = round(theirs / mine, 2)
-    if "ray" in contenders:
-        ray_over_arrow = contenders["ray"]["file_s"] / contenders["arrow"]["file_s"]
-        out["ray"]["file_time_over_arrow"] = round(ray_over_arrow, 2)
-    return out
-
-
-def print_table(report: dict[str, Any]) -> None:
-    seconds = report["seconds"]
+def print_table(reports: list[dict[str, Any]]) -> None:
     print(
-        f"\nseed query, {report['rows']:,} rows in {report['files']} file(s); "
-        f"answers agree with DuckDB: {report['agree']}"
+        "\nseed query; file -> answer and query on loaded data, best round, ms; ratio: ours "
+        "over the faster peer (wall, then process CPU)"
     )
-    print(f"{'engine':<10} {'file->answer':>14} {'query (loaded)':>16}")
-    for name, entry in seconds.items():
-        file_ms = f"{entry['file_s'] * 1000:,.1f} ms" if "file_s" in entry else "-"
-        query_ms = f"{entry['query_s'] * 1000:,.1f} ms" if "query_s" in entry else "-"
-        print(f"{name:<10} {file_ms:>14} {query_ms:>16}")
+    head = (
+        f"{'variant':<8} {'rows':>11} | {'ours':>7} {'duckdb':>7} {'polars':>7} "
+        f"{'ratio':>5} {'cpu':>5} | {'ours':>6} {'duckdb':>6} {'polars':>6} {'ratio':>5} "
+        f"{'cpu':>5} | {'quarantined':>11} agree"
+    )
+    print(head)
+    for r in reports:
+        f, q = r["file_s"], r["query_s"]
+        print(
+            f"{r['variant']:<8} {r['rows']:>11,} | {f['ours'] * 1e3:>7.0f} "
+            f"{f['duckdb'] * 1e3:>7.0f} {f['polars'] * 1e3:>7.0f} {r['file_ratio']:>5.2f} "
+            f"{r['file_cpu_ratio']:>5.2f} | {q['ours'] * 1e3:>6.1f} {q['duckdb'] * 1e3:>6.1f} "
+            f"{q['polars'] * 1e3:>6.1f} {r['query_ratio']:>5.2f} {r['query_cpu_ratio']:>5.2f} | "
+            f"{r['quarantined']:>11,} {r['agree'] and r['quarantine_exact']}"
+        )
+        if "ray" in f:
+            print(f"{'':<8} {'':>11} | Ray engine file -> answer {f['ray'] * 1e3:,.0f} ms")

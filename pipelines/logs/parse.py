@@ -126,10 +126,14 @@ def _fast_table(data: bytes | memoryview, found: scanner.Scan) -> pa.Table:
         valid = found.valid[f]
         mask = None if valid.all() else ~valid
         if kind == scanner.STRING_KIND:
-            codes = pa.array(found.integers[f].astype(np.int32), mask=mask)
             words = scanner.gather_strings(data, found.dictionaries[f, : found.distinct[f]])
-            column = pa.DictionaryArray.from_arrays(codes, words)
+            words, remap = scanner.decode_strings(words)
+            codes = found.integers[f].astype(np.int32)
+            if remap is not None:  # escaped and plain spellings of one value: one code
+                codes = remap[np.where(valid, codes, 0)]
+            column = pa.DictionaryArray.from_arrays(pa.array(codes, mask=mask), words)
         elif kind == scanner.FLOAT_KIND:
+            scanner.deferred_numbers(found.numbers[f], found.integers[f], valid)
             column = pa.array(found.numbers[f], KNOWN_TYPES[name], mask=mask)
         else:  # ints, and ts as microseconds
             column = pa.array(found.integers[f], KNOWN_TYPES[name], mask=mask)

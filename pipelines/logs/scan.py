@@ -28,6 +28,7 @@ pyarrow.json reads a few lines, not one per row.
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import date, datetime
 from typing import NamedTuple
@@ -35,6 +36,7 @@ from typing import NamedTuple
 import numba as nb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from llvmlite import ir
 from numba.core import types
 from numba.cpython.unsafe.numbers import trailing_zeros
@@ -47,10 +49,15 @@ TS_KIND, STRING_KIND, FLOAT_KIND, INT_KIND = 0, 1, 2, 3
 
 _QUOTE, _BACKSLASH, _COLON, _COMMA, _LF, _CR = 34, 92, 58, 44, 10, 13
 _OPEN, _CLOSE = 123, 125
+_OPEN_LIST, _CLOSE_LIST = 91, 93
 _MAX_EXACT = 1 << 53  # integers a double holds exactly
 _MAX_DIGITS = 18  # digits that always fit an int64
 # Exponents up to this keep a mantissa of _MAX_DIGITS digits below the largest double.
 _MAX_EXP10 = 308 - _MAX_DIGITS
+_MIN_EXP10 = -300  # and down to this, a nonzero mantissa stays a normal double
+# Nesting a nested extra may have and still be read here (deeper ones go to the validator,
+# which bounds the whole line's).
+_MAX_NESTING = 16
 # Distinct values a known string field may take in one buffer (model, route and status take
 # a handful); lines past that go to the validator.
 MAX_DISTINCT = 1 << 13
@@ -78,7 +85,7 @@ _PAST_NINE = _ONES * np.uint64(0x80 - 58)
 _PAIRS = np.uint64(0x00FF00FF00FF00FF)
 _FOURS = np.uint64(0x0000FFFF0000FFFF)
 _EIGHTS = np.uint64(0x00000000FFFFFFFF)
-_POW10_INT = np.array([10**k for k in range(8)], np.int64)
+_POW10_INT = np.array([10**k for k in range(9)], np.int64)
 _COLONS_AT = np.uint64(0x0000FF0000FF0000)  # bytes 2 and 5 of `HH:MM:SS`
 _CLOCK_COLONS = _COLONS_AT & (_ONES * np.uint64(_COLON))
 _CLOCK_ZEROS = _COLONS_AT & _ZEROS
@@ -100,8 +107,9 @@ class Scan(NamedTuple):
     # Per field, per FAST line in order (a row):
     valid: np.ndarray  # bool [field, row]: the field has a non-null value
     numbers: np.ndarray  # float64 [field, row]: float fields
-    integers: np.ndarray  # int64 [field, row]: int fields, ts (microseconds, UTC), and
-    # string fields as codes into their dictionary
+    integers: np.ndarray  # int64 [field, row]: int fields, ts (microseconds, UTC), string
+    # fields as codes into their dictionary, and for float fields the mantissa of a value
+    # left for deferred_numbers (0 for the others)
     dictionaries: np.ndarray  # int64 [field, code, 2]: byte range of each distinct string
     distinct: np.ndarray  # int64 [field]: codes used
     extras: np.ndarray  # uint8: `{...}` lines of extra fields, each distinct one once
@@ -324,7 +332,7 @@ def _line(
             slot = field
         else:
             # Strings, the usual extras, are read here: _extra, a call, reads the other values.
-            end = _string(buf, i)[0] if buf[i] == _QUOTE else _extra(buf, i)
+            end = _text(buf, i) if buf[i] == _QUOTE else _extra(buf, i)
             if end < 0:
                 return -1, out
             # `"key": value` from the key: whatever joins them is valid JSON, copied as it is
@@ -450,8 +458,11 @@ def _known(
         valid[field, row] = True
         return end
     if c == _QUOTE and kind == STRING_KIND:
+        # A value with escapes is interned as written, and decoded with the dictionary
+        # (decode_strings): a handful of values, not one per row. A surrogate escape may be
+        # a lone one, which is no text; the validator judges those.
         end, escaped = _string(buf, i)
-        if end < 0 or escaped:
+        if end < 0 or (escaped and _surrogate_escape(buf, i + 1, end - 1)):
             return -1
         code = _intern(buf, i + 1, end - 1, field, slots, dictionaries, distinct)
         integers[field, row] = code
@@ -468,12 +479,22 @@ def _known(
             if not integral:
                 return -1
             integers[field, row] = -mantissa if c == 45 else mantissa
-        else:
-            if mantissa > _MAX_EXACT or exp10 < -22 or exp10 > 22:
-                return -1
-            value = mantissa * _POW10[exp10] if exp10 >= 0 else mantissa / _POW10[-exp10]
+        elif mantissa == 0 or (mantissa <= _MAX_EXACT and -22 <= exp10 <= 22):
+            value = 0.0
+            if mantissa:
+                value = mantissa * _POW10[exp10] if exp10 >= 0 else mantissa / _POW10[-exp10]
             # json.loads reads -0 as the integer 0, and -0.0 as the float -0.0
             numbers[field, row] = -value if c == 45 and (mantissa or not integral) else value
+            integers[field, row] = 0
+        else:
+            # Past Clinger's fast path (full-precision doubles, as loggers print them): the
+            # signed mantissa (never 0 here) in the float field's integer slot and the power
+            # of ten in its number slot, for an exact conversion after the scan
+            # (deferred_numbers). The exponent's bounds keep it a finite, normal double.
+            if exp10 < _MIN_EXP10 or exp10 > _MAX_EXP10:
+                return -1
+            integers[field, row] = -mantissa if c == 45 else mantissa
+            numbers[field, row] = exp10
         valid[field, row] = True
         return end
     return -1  # wrong types, booleans, objects, arrays, NaN, numeric ts, anything else
@@ -481,11 +502,83 @@ def _known(
 
 @nb.njit
 def _extra(buf, i):
-    """Validate an extra field's scalar value at i: its end, or -1 (nested values and
-    numbers too long to be exact go to the validator)."""
+    """Validate an extra field's value at i: its end, or -1 (numbers too long to be exact,
+    and values nested deeper than _MAX_NESTING, go to the validator)."""
+    if buf[i] == _OPEN or buf[i] == _OPEN_LIST:
+        return _nested(buf, i)
+    return _scalar(buf, i)
+
+
+@nb.njit
+def _nested(buf, i):
+    """An object or array from i, validated (its scalars as _scalar does): its end, or -1."""
+    # Open containers as bits, 1 for an object, so no stack is allocated.
+    objects, depth = np.uint64(0), 0
+    while True:
+        c = buf[i]
+        if c in (_OPEN, _OPEN_LIST):
+            if depth == _MAX_NESTING:
+                return -1
+            objects = (objects << np.uint64(1)) | np.uint64(c == _OPEN)
+            depth += 1
+            i = _skip_ws(buf, i + 1)
+            if buf[i] == (_CLOSE if c == _OPEN else _CLOSE_LIST):
+                i += 1
+                objects >>= np.uint64(1)
+                depth -= 1
+            elif c == _OPEN:
+                i = _member_key(buf, i)
+                if i < 0:
+                    return -1
+                continue
+            else:
+                continue
+        else:
+            i = _scalar(buf, i)
+            if i < 0:
+                return -1
+        # After a value: a comma, the end of its container, or the end of the value.
+        while True:
+            if depth == 0:
+                return i
+            i = _skip_ws(buf, i)
+            in_object = objects & np.uint64(1)
+            c = buf[i]
+            if c == _COMMA:
+                i = _skip_ws(buf, i + 1)
+                if in_object:
+                    i = _member_key(buf, i)
+                    if i < 0:
+                        return -1
+                break
+            if c != (_CLOSE if in_object else _CLOSE_LIST):
+                return -1
+            i += 1
+            objects >>= np.uint64(1)
+            depth -= 1
+
+
+@nb.njit
+def _member_key(buf, i):
+    """`"key":` from i: where its value starts, or -1."""
+    if buf[i] != _QUOTE:
+        return -1
+    i = _text(buf, i)
+    if i < 0:
+        return -1
+    i = _skip_ws(buf, i)
+    if buf[i] != _COLON:
+        return -1
+    return _skip_ws(buf, i + 1)
+
+
+@nb.njit
+def _scalar(buf, i):
+    """Validate a scalar value at i: its end, or -1 (numbers too long to be exact, or whose
+    exponent may overflow a double, go to the validator)."""
     c = buf[i]
     if c == _QUOTE:
-        return _string(buf, i)[0]
+        return _text(buf, i)
     if c == 110:
         return _literal(buf, i, _NULL)
     if c == 116:
@@ -598,6 +691,44 @@ def _string_rest(buf, i):
                 return -1, False
 
 
+@nb.njit(inline="always")
+def _text(buf, i):
+    """_string's end, or -1 also where an escape may be a lone surrogate (no text, which the
+    validator quarantines)."""
+    end, escaped = _string(buf, i)
+    if escaped and _surrogate_escape(buf, i + 1, end - 1):
+        return -1
+    return end
+
+
+@nb.njit
+def _surrogate_escape(buf, i, end):
+    """Whether the string bytes buf[i:end] hold a lone surrogate escape (\\uD800 to \\uDFFF
+    not in a high-low pair)."""
+    while i < end:
+        if buf[i] != _BACKSLASH:
+            i += 1
+        elif _surrogate(buf, i) == 1 and _surrogate(buf, i + 6) == 2:
+            i += 12  # a pair, as json.dumps writes a character past U+FFFF
+        elif _surrogate(buf, i):
+            return True
+        else:
+            i += 2
+    return False
+
+
+@nb.njit(inline="always")
+def _surrogate(buf, i):
+    """1 for a high surrogate escape at i, 2 for a low one, else 0 (the escape's hex digits
+    are valid: the string was read)."""
+    if buf[i] != _BACKSLASH or buf[i + 1] != 117 or (buf[i + 2] | 32) != 100:
+        return 0
+    third = buf[i + 3] | 32  # 8 9 a b: high; c d e f: low; digits 0 to 7: not one
+    if third == 56 or third == 57 or third == 97 or third == 98:
+        return 1
+    return 2 if 99 <= third <= 102 else 0
+
+
 @nb.njit
 def _is_hex(c):
     return 48 <= c <= 57 or 65 <= c <= 70 or 97 <= c <= 102
@@ -636,8 +767,9 @@ def _utf8(buf, i):
 def _number(buf, i):
     """A JSON number from i: (end, |mantissa|, power of ten, integral, exact); end -1 if
     invalid. exact: the mantissa has at most 18 significant digits."""
-    # The usual shape, up to 7 digits and a fraction of up to 7, a word each; any other (more
-    # digits, an exponent, a leading zero, an error) is left to the byte loop.
+    # The usual shape, up to 7 digits then a fraction, both read a word at a time, up to
+    # _MAX_DIGITS digits in all (full-precision doubles print 17); any other (more digits,
+    # an exponent, a leading zero, an error) is left to the byte loop.
     j = i + 1 if buf[i] == 45 else i
     word = _word(buf, j)
     n = _digit_run(word)
@@ -645,11 +777,20 @@ def _number(buf, i):
         mantissa = _digits_value(word, n)
         j += n
         if buf[j] == 46:
-            word = _word(buf, j + 1)
-            m = _digit_run(word)
-            j += m + 1
-            if 0 < m < 8 and (buf[j] | 32) != 101:  # no exponent: e or E
-                return j, mantissa * _POW10_INT[m] + _digits_value(word, m), -m, False, True
+            j += 1
+            digits = n
+            while True:
+                word = _word(buf, j)
+                m = _digit_run(word)
+                if m == 0 or digits + m > _MAX_DIGITS:
+                    break
+                mantissa = mantissa * _POW10_INT[m] + _digits_value(word, m)
+                digits += m
+                j += m
+                if m < 8:
+                    if (buf[j] | 32) != 101:  # no exponent: e or E
+                        return j, mantissa, n - digits, False, True
+                    break
         elif (buf[j] | 32) != 101:
             return j, mantissa, 0, True, True
     return _number_bytes(buf, i)
@@ -852,3 +993,29 @@ def _gather(buf, spans):
     for r in range(n):
         out[offsets[r] : offsets[r + 1]] = buf[spans[r, 0] : spans[r, 1]]
     return offsets, out
+
+
+def deferred_numbers(numbers: np.ndarray, integers: np.ndarray, valid: np.ndarray) -> None:
+    """Convert, in `numbers`, the values of a float field the scan left as a mantissa (in
+    `integers`, nonzero) and a power of ten (in `numbers`): as `{mantissa}e{power}` text, cast
+    by Arrow, whose conversion is correctly rounded as Python's float() (the validator's)
+    is."""
+    todo = np.flatnonzero((integers != 0) & valid)
+    if not len(todo):
+        return
+    mantissas = pc.cast(pa.array(integers[todo]), pa.string())
+    powers = pc.cast(pa.array(numbers[todo].astype(np.int64)), pa.string())
+    text = pc.binary_join_element_wise(mantissas, powers, "e")
+    numbers[todo] = pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
+
+
+def decode_strings(words: pa.Array) -> tuple[pa.Array, np.ndarray | None]:
+    """A known field's dictionary as scanned (values with escapes as written) -> (its
+    values decoded, each distinct once; per scanned code its code there, None where the
+    codes stand)."""
+    if not pc.any(pc.match_substring(words, "\\")).as_py():
+        return words, None
+    decoded = [json.loads(f'"{word}"') if "\\" in word else word for word in words.to_pylist()]
+    codes = {word: code for code, word in enumerate(dict.fromkeys(decoded))}
+    remap = np.array([codes[word] for word in decoded], np.int32)
+    return pa.array(list(codes), pa.string()), remap

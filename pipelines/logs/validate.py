@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 from pipelines.logs.schema import FLOAT_COLUMNS, INT_COLUMNS, STRING_COLUMNS, TS
 
 MAX_DEPTH = 64  # objects and arrays nested deeper than this are quarantined
+# An escape that may be half of a surrogate pair: json.loads keeps a lone one, which is no
+# text (it cannot be encoded, and would fail the chunk's Arrow table).
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 _INT_RANGE = (-(2**63), 2**64)  # int64 or uint64
 
 
@@ -67,6 +71,11 @@ def check_line(raw: bytes) -> dict[str, Any]:
         raise BadLine("too_deep", f"nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(value, dict):
         raise BadLine("not_object", f"expected a JSON object, got {type(value).__name__}")
+    if _SURROGATE.search(raw):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise BadLine("invalid_utf8", f"a lone surrogate escape: {error}") from None
     # Brackets bound the depth from above: only lines with many are walked.
     if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
         raise BadLine("too_deep", f"nested deeper than {MAX_DEPTH} levels")
