@@ -164,7 +164,9 @@ uint32_t HNSWIndex::greedy(const float* q, float qn, uint32_t ep, int from, int 
         if constexpr (kLocked) lk = std::unique_lock<std::mutex>(lock_of(ep));
         cnt = read_links(ep, level, nbrs);
       }
+      for (size_t i = 0; i < cnt && i < kPrefetchAhead; ++i) prefetch_row(nbrs[i]);
       for (size_t i = 0; i < cnt; ++i) {
+        if (i + kPrefetchAhead < cnt) prefetch_row(nbrs[i + kPrefetchAhead]);
         const float dd = dist(nbrs[i]);
         if (dd < best) {
           best = dd;
