@@ -38,7 +38,7 @@ DATASETS: dict[str, tuple[int, str, int, str]] = {
     "feat960": (960, "l2", 25_000, "GIST-like: 960 correlated non-negative features"),
     "gmm128": (128, "l2", 100_000, "Gaussian mixture on a 12-d subspace (low intrinsic dim)"),
     "minilm": (384, "cosine", 9_000, "all-MiniLM-L6-v2 sentence embeddings, unit length"),
-    "unit96": (96, "cosine", 100_000, "feat96 centred and normalised to unit length"),
+    "unit96": (96, "cosine", 50_000, "feat96 centred and normalised to unit length"),
 }
 
 

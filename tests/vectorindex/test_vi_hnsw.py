@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from vi_helpers import assert_exact, true_scores
+from vi_helpers import assert_exact, simd_levels, true_scores
 
 import vectorindex as vi
 
@@ -237,3 +237,21 @@ def test_packed_links_survive_growth_and_save(tmp_path, M):
         d2, f2 = vi.load(path, mmap=mmap).search(xq, 10, ef_search=64)
         np.testing.assert_array_equal(found, f2)
         np.testing.assert_array_equal(dist, d2)
+
+
+@pytest.mark.parametrize("level", simd_levels())
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_recall_with_each_simd_level(data, level, metric):
+    """The graph walk scores with the dispatched kernels (L2 straight from the difference):
+    every level the CPU has must find the same neighbours with the true distances."""
+    xb, xq = data
+    vi.set_simd_level(level)
+    try:
+        index = vi.IndexHNSW(32, metric, M=16, ef_construction=100)
+        index.add(xb)
+        dist, found = index.search(xq, 10, ef_search=64)
+    finally:
+        vi.set_simd_level(simd_levels()[0])
+    assert recall(found, exact_ids(xb, xq, 10, metric)) >= 0.95
+    S = true_scores(xb, xq, metric)
+    np.testing.assert_allclose(dist, np.take_along_axis(S, found, axis=1), rtol=1e-4, atol=1e-3)
