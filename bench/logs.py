@@ -98,7 +98,10 @@ def main(args: argparse.Namespace) -> int:
         import ray
         import ray.data
 
-        ray.init(num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=False)
+        # A cluster of its own, not one another process on the machine started.
+        ray.init(
+            address="local", num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=False
+        )
         # Ray Data's progress lines would bury the table.
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         ray.data.DataContext.get_current().enable_progress_bars = False
