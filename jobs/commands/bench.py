@@ -12,7 +12,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "index": ("bench.index", "vectorindex against FAISS, hnswlib and NumPy"),
     "logs": (
         "bench.logs",
-        "LogStore engines against pure Python, DuckDB and Polars; load with and without bad lines",
+        "LogStore against DuckDB and Polars on noisy log variants: file -> answer, loaded query",
     ),
     "docs": ("bench.docs", "document pipeline against a single-process datasketch loop"),
     "embed": ("bench.embed", "CPU embedding precisions against plain sentence-transformers"),
