@@ -12,7 +12,9 @@ the count against the lines the generator broke); DuckDB reads with `ignore_erro
 bad line becomes a row of NULLs, dropped by the query's WHERE); Polars raises on them even
 with ignore_errors, so it reads a copy with the bad lines removed beforehand, untimed (which
 flatters it). Both peers are given the seed query's columns and types, so neither infers a
-schema nor builds the extra fields; LogStore builds every field, extras included.
+schema nor builds the extra fields; so is LogStore for file -> answer (`columns=` from
+`query_columns`: every line still validated, the quarantine the same). The store queried on
+loaded data has every field, extras included.
 
 Answers must agree (counts, sums and max exactly, averages to 1e-9, p95 within 1%). Prints a
 table per size, then one JSON line.
@@ -283,21 +285,30 @@ def polars_file(paths: list[str]) -> list[tuple]:
 
 
 # --- LogStore -----------------------------------------------------------------------------
-def logstore(paths: list[str], engine: str):
+SEED_FILTERS = ({"model": MODEL, "min_latency_ms": MIN_LATENCY},)
+SEED_BY = ("route",)
+
+
+def logstore(paths: list[str], engine: str, columns: set[str] | None = None):
     from pipelines.logs import LogStore
 
-    return LogStore.from_jsonl(paths, engine=engine)
+    return LogStore.from_jsonl(paths, engine=engine, columns=columns)
 
 
 def seed_query(store) -> list[tuple]:
-    df = store.query().filter(model=MODEL, min_latency_ms=MIN_LATENCY)
-    answer = df.aggregate(by=["route"], metrics=METRICS)
+    df = store.query()
+    for conds in SEED_FILTERS:
+        df = df.filter(**conds)
+    answer = df.aggregate(by=list(SEED_BY), metrics=METRICS)
     # The cheapest rows out of a pandas frame, as .rows() is for Polars (itertuples: 0.4 ms).
     return [tuple(row) for row in answer.to_numpy(dtype=object).tolist()]
 
 
 def logstore_answer(paths: list[str], engine: str) -> list[tuple]:
-    return seed_query(logstore(paths, engine))
+    from pipelines.logs import query_columns
+
+    columns = query_columns(SEED_FILTERS, list(SEED_BY), METRICS)
+    return seed_query(logstore(paths, engine, columns))
 
 
 # --- report -------------------------------------------------------------------------------

@@ -2,6 +2,14 @@
 
 from pipelines.logs.parse import Quarantined
 from pipelines.logs.query import QueryError, UnknownColumnError
-from pipelines.logs.store import LogStore, Query, ScanStats
+from pipelines.logs.store import LogStore, Query, ScanStats, query_columns
 
-__all__ = ["LogStore", "Query", "QueryError", "Quarantined", "ScanStats", "UnknownColumnError"]
+__all__ = [
+    "LogStore",
+    "Query",
+    "QueryError",
+    "Quarantined",
+    "ScanStats",
+    "UnknownColumnError",
+    "query_columns",
+]

@@ -5,7 +5,7 @@ them."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
@@ -22,7 +22,7 @@ from pipelines.logs.engine import (
     parse_chunk,
     scan_stats,
 )
-from pipelines.logs.parse import Quarantined
+from pipelines.logs.parse import Quarantined, built_columns, known_built
 from pipelines.logs.prices import PriceTable
 from pipelines.logs.query import Plan
 from pipelines.logs.sources import LogFile, plan_chunks
@@ -52,15 +52,17 @@ class ArrowEngine(Engine):
         prices: PriceTable,
         chunk_bytes: int | None,
         max_line_bytes: int,
+        columns: Collection[str] | None = None,
     ) -> None:
-        super().__init__(files, prices, max_line_bytes)
+        super().__init__(files, prices, max_line_bytes, columns)
         chunks = plan_chunks(files, chunk_bytes or arrow_chunk_bytes(files))
         with ThreadPoolExecutor(max_workers=min(len(chunks), os.cpu_count() or 1)) as pool:
-            parsed = list(pool.map(lambda c: parse_chunk(c, max_line_bytes), chunks))
+            parsed = list(pool.map(lambda c: parse_chunk(c, max_line_bytes, columns), chunks))
         summaries = [p.summary() for p in parsed]
         self._quarantine = number_lines(chunks, summaries)
         self._scan = scan_stats(files, summaries, self._quarantine)
-        self.table = in_pieces(concat_tables([p.table for p in parsed]), PIECE_ROWS)
+        known = known_built(built_columns(columns))
+        self.table = in_pieces(concat_tables([p.table for p in parsed], known), PIECE_ROWS)
 
     @property
     def scan(self) -> ScanStats:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ import pyarrow as pa
 from pipelines.logs.parse import ChunkSummary, Parsed, Quarantined, parse_buffer
 from pipelines.logs.prices import PriceTable
 from pipelines.logs.query import Plan, make_plan, parse_conditions
+from pipelines.logs.schema import BUCKET_KEY, KNOWN_COLUMNS, TIME_KEYS
 from pipelines.logs.sources import Chunk, FileShrank, LogFile, read_chunk
 
 # Reasons that are about a file (from a line on) rather than one line.
@@ -69,10 +70,18 @@ class Engine(ABC):
 
     name = "base"
 
-    def __init__(self, files: list[LogFile], prices: PriceTable, max_line_bytes: int) -> None:
+    def __init__(
+        self,
+        files: list[LogFile],
+        prices: PriceTable,
+        max_line_bytes: int,
+        columns: Collection[str] | None = None,
+    ) -> None:
         self.files = files
         self.prices = prices
         self.max_line_bytes = max_line_bytes
+        # The columns built (None: all); every line is validated whatever they are.
+        self.columns = None if columns is None else frozenset(columns)
 
     def query(self) -> Query:
         return Query(self)
@@ -145,22 +154,24 @@ def scan_stats(
     return stats
 
 
-def parse_chunk(chunk: Chunk, max_line_bytes: int) -> Parsed:
-    """The chunk's lines parsed. A file that cannot be read, or that shrank while it was read,
-    is quarantined (reason unreadable or file_shrank, at the first line not read) rather than
-    failing the job; the lines read before are kept."""
+def parse_chunk(
+    chunk: Chunk, max_line_bytes: int, columns: Collection[str] | None = None
+) -> Parsed:
+    """The chunk's lines parsed (only `columns` built, unless None). A file that cannot be
+    read, or that shrank while it was read, is quarantined (reason unreadable or file_shrank,
+    at the first line not read) rather than failing the job; the lines read before are kept."""
     path = chunk.file.path
     try:
         data = read_chunk(chunk, max_line_bytes)
     except FileShrank as short:
-        parsed = parse_buffer(short.data, path, max_line=max_line_bytes)
+        parsed = parse_buffer(short.data, path, max_line=max_line_bytes, columns=columns)
         parsed.quarantined.append(Quarantined(path, parsed.lines + 1, FILE_SHRANK, str(short), ""))
         return parsed
     except OSError as error:
-        parsed = parse_buffer(b"", path)
+        parsed = parse_buffer(b"", path, columns=columns)
         parsed.quarantined.append(Quarantined(path, 1, UNREADABLE, str(error), ""))
         return parsed
-    return parse_buffer(data, path, max_line=max_line_bytes)
+    return parse_buffer(data, path, max_line=max_line_bytes, columns=columns)
 
 
 def build_plan(
@@ -172,3 +183,25 @@ def build_plan(
 ) -> Plan:
     conditions = [c for conds in filters for c in parse_conditions(conds, columns)]
     return make_plan(conditions, by, metrics, bucket)
+
+
+def possible_columns(filters: Filters, by: Sequence[str] | None) -> set[str]:
+    """Every name a query may read as a column, before the data says which exist: the known
+    columns, the group keys and what the filter keywords name."""
+    names = set(KNOWN_COLUMNS) | {k for k in (by or ()) if k not in TIME_KEYS and k != BUCKET_KEY}
+    for conds in filters:
+        for key in conds:
+            if key not in ("since", "until"):
+                names.add(key[4:] if key[:4] in ("min_", "max_") else key)
+    return names
+
+
+def query_columns(
+    filters: Filters = (),
+    by: Sequence[str] | None = None,
+    metrics: Mapping[str, str] | None = None,
+    bucket: str | None = None,
+) -> set[str]:
+    """The columns a query (the arguments of filter() calls, then of aggregate()) reads: what
+    LogStore.from_jsonl(columns=...) must load to answer it."""
+    return build_plan(possible_columns(filters, by), filters, by, metrics, bucket).columns

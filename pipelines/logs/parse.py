@@ -7,11 +7,16 @@
 3. the validator (json.loads + type checks) keeps the valid-but-unusual SLOW lines (epoch
    timestamps, escapes, nested extras) and quarantines the rest with a reason; a line over
    the length limit is quarantined without being parsed.
+
+Given `columns`, only those are built (step 2 skips the others, and the typing of extra fields
+when none is asked for); every line is still scanned and validated in full, so what is
+quarantined does not depend on the columns.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,12 +91,18 @@ class Parsed:
 
 
 def parse_buffer(
-    data: bytes | memoryview, file: str, first_line: int = 1, max_line: int = MAX_LINE_BYTES
+    data: bytes | memoryview,
+    file: str,
+    first_line: int = 1,
+    max_line: int = MAX_LINE_BYTES,
+    columns: Collection[str] | None = None,
 ) -> Parsed:
     """Parse JSONL `data` whose first line is line `first_line` of `file`; lines of more than
-    `max_line` bytes (without their line ending) are quarantined."""
+    `max_line` bytes (without their line ending) are quarantined. `columns`: build only these
+    (known or extra; None: all); the lines are validated in full either way."""
+    wanted = built_columns(columns)
     found = scanner.scan(data, _NAMES, _KINDS, max_line)
-    tables = [_fast_table(data, found)]
+    tables = [_fast_table(data, found, wanted)]
     records: list[dict[str, Any]] = []
     quarantined: list[Quarantined] = []
     for i, start, end in found.slow.tolist():
@@ -105,8 +116,28 @@ def parse_buffer(
             text = raw.decode("utf-8", errors="replace")
             quarantined.append(Quarantined(file, first_line + i, bad.reason, str(bad), text))
     if records:
-        tables.append(records_to_table(records))
-    return Parsed(concat_tables(tables), found.lines, found.blank, quarantined)
+        table = records_to_table(records)
+        if wanted is not None:
+            table = table.select([name for name in table.column_names if name in wanted])
+        tables.append(table)
+    return Parsed(concat_tables(tables, known_built(wanted)), found.lines, found.blank, quarantined)
+
+
+def built_columns(columns: Collection[str] | None) -> frozenset[str] | None:
+    """What a parse asked for `columns` builds (None: everything)."""
+    if columns is None:
+        return None
+    wanted = frozenset(columns)
+    if not wanted & KNOWN_TYPES.keys():
+        # A table of no columns loses its row count when chunks are joined: one known column
+        # (a small dictionary) holds the rows.
+        wanted |= {STRING_COLUMNS[0]}
+    return wanted
+
+
+def known_built(wanted: frozenset[str] | None) -> list[str]:
+    """The known columns among `built_columns()`, in the canonical order."""
+    return [name for name in KNOWN_TYPES if wanted is None or name in wanted]
 
 
 def _too_long(line: bytes | memoryview, file: str, number: int, max_line: int) -> Quarantined:
@@ -119,10 +150,15 @@ def _too_long(line: bytes | memoryview, file: str, number: int, max_line: int) -
     return Quarantined(file, number, "line_too_long", detail, head)
 
 
-def _fast_table(data: bytes | memoryview, found: scanner.Scan) -> pa.Table:
-    """The FAST lines as a table: known columns typed, then their extra fields."""
+def _fast_table(
+    data: bytes | memoryview, found: scanner.Scan, wanted: frozenset[str] | None
+) -> pa.Table:
+    """The FAST lines as a table: known columns typed, then their extra fields (of those,
+    the ones in `wanted` unless it is None)."""
     columns = {}
     for f, (name, kind) in enumerate(zip(_FIELDS, _KINDS, strict=True)):
+        if wanted is not None and name not in wanted:
+            continue
         valid = found.valid[f]
         mask = None if valid.all() else ~valid
         if kind == scanner.STRING_KIND:
@@ -139,9 +175,14 @@ def _fast_table(data: bytes | memoryview, found: scanner.Scan) -> pa.Table:
             column = pa.array(found.integers[f], KNOWN_TYPES[name], mask=mask)
         columns[name] = column
     table = pa.table(columns)
-    if not len(found.extras):
+    # Typing the extras is most of this function's work on logs that have them: skipped
+    # when the columns asked for are all known ones.
+    asks_extras = wanted is None or any(name not in KNOWN_TYPES for name in wanted)
+    if not len(found.extras) or not asks_extras:
         return table
     extras = _extras_table(found.extras)
+    if wanted is not None:
+        extras = extras.select([name for name in extras.column_names if name in wanted])
     # Row r of the table takes extras row extra_lines[r], or nulls where it has no extras.
     lines = found.extra_lines
     index = pa.array(lines, mask=lines < 0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -25,12 +25,12 @@ from pipelines.logs.engine import (
     chunk_bytes_for,
     number_lines,
     parse_chunk,
+    possible_columns,
     scan_stats,
 )
 from pipelines.logs.parse import Quarantined
 from pipelines.logs.prices import PriceTable
 from pipelines.logs.query import Plan
-from pipelines.logs.schema import BUCKET_KEY, KNOWN_COLUMNS, TIME_KEYS
 from pipelines.logs.sources import Chunk, LogFile, plan_chunks
 from refinery.ray_runtime import without_reservation
 
@@ -48,8 +48,9 @@ class RayEngine(Engine):
         prices: PriceTable,
         chunk_bytes: int | None,
         max_line_bytes: int,
+        columns: Collection[str] | None = None,
     ) -> None:
-        super().__init__(files, prices, max_line_bytes)
+        super().__init__(files, prices, max_line_bytes, columns)
         self.chunks = plan_chunks(files, chunk_bytes or ray_chunk_bytes(files))
         self._schema: pa.Schema | None = None
         self._scan: ScanStats | None = None
@@ -83,7 +84,7 @@ class RayEngine(Engine):
     ) -> pd.DataFrame:
         # Until a first pass has seen the data, any name may be an extra column; the plan is
         # checked against the schema the tasks report, before anything is returned.
-        columns = self._schema.names if self._schema else _possible_columns(filters, by)
+        columns = self._schema.names if self._schema else possible_columns(filters, by)
         plan = build_plan(columns, filters, by, metrics, bucket)
         if self._schema is not None:
             plan.check(self._schema)
@@ -104,7 +105,12 @@ class RayEngine(Engine):
         dataset = without_reservation(ray.data.from_items(items, override_num_blocks=len(items)))
         scanned = dataset.map_batches(
             scan_batch,
-            fn_kwargs={"plan": plan, "prices": self.prices, "max_line_bytes": self.max_line_bytes},
+            fn_kwargs={
+                "plan": plan,
+                "prices": self.prices,
+                "max_line_bytes": self.max_line_bytes,
+                "columns": self.columns,
+            },
             batch_size=1,
             batch_format="pyarrow",
             num_cpus=1,
@@ -123,13 +129,19 @@ def _chunk_row(chunk: Chunk) -> dict[str, Any]:
     return {**asdict(chunk.file), "index": chunk.index, "start": chunk.start, "end": chunk.end}
 
 
-def scan_batch(batch: pa.Table, plan: Plan, prices: PriceTable, max_line_bytes: int) -> pa.Table:
+def scan_batch(
+    batch: pa.Table,
+    plan: Plan,
+    prices: PriceTable,
+    max_line_bytes: int,
+    columns: Collection[str] | None = None,
+) -> pa.Table:
     """Inside a Ray Data task: chunk descriptions in, one pickled partial per chunk out."""
     out = []
     for row in batch.to_pylist():
         file = LogFile(row["path"], row["uri"], row["size"])
         chunk = Chunk(file, row["index"], row["start"], row["end"])
-        parsed = parse_chunk(chunk, max_line_bytes)
+        parsed = parse_chunk(chunk, max_line_bytes, columns)
         table = _with_missing(parsed.table, plan)
         result = {
             "chunk": row["chunk"],
@@ -148,15 +160,6 @@ def _with_missing(table: pa.Table, plan: Plan) -> pa.Table:
     for name in sorted(plan.columns - set(table.column_names)):
         table = table.append_column(name, pa.nulls(table.num_rows))
     return table.unify_dictionaries()
-
-
-def _possible_columns(filters: Filters, by: Sequence[str] | None) -> set[str]:
-    names = set(KNOWN_COLUMNS) | {k for k in (by or ()) if k not in TIME_KEYS and k != BUCKET_KEY}
-    for conds in filters:
-        for key in conds:
-            if key not in ("since", "until"):
-                names.add(key[4:] if key[:4] in ("min_", "max_") else key)
-    return names
 
 
 def _union_schema(schemas: list[pa.Schema]) -> pa.Schema:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Collection
 from typing import Any
 
 import pyarrow as pa
@@ -53,10 +54,11 @@ def _infer(values: list[Any]) -> pa.Array:
     return pa.array([v if isinstance(v, str | None) else json.dumps(v) for v in values])
 
 
-def concat_tables(tables: list[pa.Table]) -> pa.Table:
+def concat_tables(tables: list[pa.Table], known: Collection[str] = KNOWN_TYPES) -> pa.Table:
     """Concatenate chunk tables whose extra columns may differ; an extra column whose types
-    clash across chunks (an int here, a string there) becomes JSON text everywhere."""
-    tables = [normalize(t) for t in tables] or [normalize(pa.table({}))]
+    clash across chunks (an int here, a string there) becomes JSON text everywhere. `known`:
+    the known columns the tables hold (a load of some columns has no others, not nulls)."""
+    tables = [normalize(t, known) for t in tables] or [normalize(pa.table({}), known)]
     try:
         return pa.concat_tables(tables, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -80,10 +82,13 @@ def _as_json_text(table: pa.Table, names: set[str]) -> pa.Table:
     return encode_strings(table)
 
 
-def normalize(table: pa.Table) -> pa.Table:
-    """Known columns first, with their types (missing ones all null), then extras."""
+def normalize(table: pa.Table, known: Collection[str] = KNOWN_TYPES) -> pa.Table:
+    """Known columns (those in `known`) first, with their types (missing ones all null), then
+    extras."""
     columns = {}
     for name, type_ in KNOWN_TYPES.items():
+        if name not in known:
+            continue
         if name in table.column_names:
             column = table[name]
             columns[name] = column if column.type == type_ else pc.cast(column, type_)
