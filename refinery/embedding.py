@@ -104,6 +104,8 @@ def model_precision(model: SentenceTransformer) -> str:
 
 def encode_texts(model: SentenceTransformer, texts: list[str], cfg: EmbeddingConfig) -> np.ndarray:
     """float32 [len(texts), dim]; unit length when `cfg.normalize` (score by inner product)."""
+    if not texts:
+        return np.zeros((0, model.get_embedding_dimension()), np.float32)
     if model.device.type == "cpu" and _bucketable(model):
         vectors = _encode_bucketed(model, texts, cfg.batch_size)
     else:
@@ -148,8 +150,6 @@ def _encode_bucketed(model: SentenceTransformer, texts: list[str], batch_size: i
     import torch
 
     dim = model.get_embedding_dimension()
-    if not texts:
-        return np.zeros((0, dim), np.float32)
     limit = int(model.max_seq_length)
     # One tokenisation, every row padded to the window; each pass takes its bucket's columns.
     features = model[0].preprocess(

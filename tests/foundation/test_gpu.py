@@ -13,6 +13,8 @@ TEXTS = ["Ray Serve hosts the index.", "MinHash finds near-duplicate documents."
 
 @pytest.mark.gpu
 def test_embedding_on_cuda_matches_cpu() -> None:
-    cpu = load_embedder(EmbeddingConfig(device="cpu")).encode(TEXTS, normalize_embeddings=True)
+    # float32 on CPU: `auto` would run bfloat16 on a CPU that has it, further from CUDA's float32.
+    cpu_cfg = EmbeddingConfig(device="cpu", precision="fp32")
+    cpu = load_embedder(cpu_cfg).encode(TEXTS, normalize_embeddings=True)
     gpu = load_embedder(EmbeddingConfig(device="cuda")).encode(TEXTS, normalize_embeddings=True)
     np.testing.assert_allclose(gpu, cpu, atol=1e-3)
