@@ -31,8 +31,8 @@ QUICK = {
 CHUNK = 5000  # embeddings are cached in files of this many vectors
 
 # HNSW data sets: name -> (dimension, metric, default corpus size, what it stands for). The
-# sizes keep a full `--only hnsw` run within about ten minutes on two busy cores; MiniLM's is
-# bounded by encoding time (the vectors are cached after the first run).
+# sizes are what a whole `--only hnsw` run on two cores affords (builds dominate); MiniLM's is
+# bounded by the first run's encoding, slow on CPU (the vectors are cached after it).
 DATASETS: dict[str, tuple[int, str, int, str]] = {
     "feat96": (96, "l2", 100_000, "image-descriptor-like: correlated, heavy-tailed, >= 0"),
     "feat960": (960, "l2", 25_000, "GIST-like: 960 correlated non-negative features"),

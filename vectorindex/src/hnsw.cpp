@@ -93,7 +93,7 @@ HNSWIndex::HNSWIndex(size_t d, Metric metric, Quant quant, bool keep_float, size
       level_mult_(1.0 / std::log(double(M))),
       rng_(seed),
       links0_(M0_, quant == Quant::Int8),
-      locks_(new std::mutex[kStripes]) {}
+      locks_(new SlotLock[kStripes]) {}
 
 uint32_t* HNSWIndex::upper(uint32_t s, int level) {
   return upper_.data() + upper_at_[s] + size_t(level - 1) * (M_ + 1);
@@ -160,8 +160,8 @@ uint32_t HNSWIndex::greedy(const float* q, float qn, uint32_t ep, int from, int 
       moved = false;
       size_t cnt;
       {
-        std::unique_lock<std::mutex> lk;
-        if constexpr (kLocked) lk = std::unique_lock<std::mutex>(lock_of(ep));
+        std::unique_lock<SlotLock> lk;
+        if constexpr (kLocked) lk = std::unique_lock<SlotLock>(lock_of(ep));
         cnt = read_links(ep, level, nbrs);
       }
       for (size_t i = 0; i < cnt && i < kPrefetchAhead; ++i) prefetch_row(nbrs[i]);
@@ -205,7 +205,7 @@ std::vector<Hit> HNSWIndex::search_layer(const float* q, float qn, uint32_t ep, 
     size_t n;
     const uint32_t* l = list;
     if constexpr (kLocked) {
-      std::lock_guard<std::mutex> lk(lock_of(c.slot));
+      std::lock_guard<SlotLock> lk(lock_of(c.slot));
       n = read_links(c.slot, level, list);
     } else {
       l = view_links(c.slot, level, list, &n);
@@ -267,7 +267,7 @@ void HNSWIndex::select_neighbors(std::vector<Hit>& cands, size_t m, bool prune) 
 }
 
 void HNSWIndex::connect_back(uint32_t nb, uint32_t s, int level, float dist) {
-  std::lock_guard<std::mutex> lk(lock_of(nb));
+  std::lock_guard<SlotLock> lk(lock_of(nb));
   uint32_t l[Level0Links::kMaxCap + 1];
   const size_t n = read_links(nb, level, l);
   const size_t cap = capacity(level);
@@ -285,7 +285,7 @@ void HNSWIndex::connect_back(uint32_t nb, uint32_t s, int level, float dist) {
 // A reused slot's lists still hold the deleted vector's neighbours (a fresh slot's are empty).
 std::vector<std::vector<uint32_t>> HNSWIndex::old_links(uint32_t s) const {
   std::vector<std::vector<uint32_t>> old(levels_[s] + 1);
-  std::lock_guard<std::mutex> lk(lock_of(s));
+  std::lock_guard<SlotLock> lk(lock_of(s));
   uint32_t ids[Level0Links::kMaxCap];
   for (int l = 0; l <= levels_[s]; ++l) old[l].assign(ids, ids + read_links(s, l, ids));
   return old;
@@ -309,7 +309,7 @@ void HNSWIndex::top_up(std::vector<Hit>& kept, std::vector<Hit> pool, size_t wan
 // goes: connect_back puts it back where the new vector really is close to n.
 void HNSWIndex::repair(uint32_t n, uint32_t s, int level, const std::vector<uint32_t>& old) {
   // n's lock alone, for the whole re-selection, as in connect_back: no lock order to get wrong.
-  std::lock_guard<std::mutex> lk(lock_of(n));
+  std::lock_guard<SlotLock> lk(lock_of(n));
   uint32_t l[Level0Links::kMaxCap];
   const size_t count = read_links(n, level, l);
   const uint32_t *begin = l, *end = l + count;
@@ -355,7 +355,7 @@ void HNSWIndex::insert(uint32_t s, const float* q, float qn) {
                 cands.end());
     select_neighbors(cands, M_);
     {
-      std::lock_guard<std::mutex> lk(lock_of(s));
+      std::lock_guard<SlotLock> lk(lock_of(s));
       write_links(s, l, cands);
     }
     // Before connect_back, so that only the new vector's own closeness links n back to s.

@@ -7,11 +7,34 @@
 #include <memory>
 #include <mutex>
 #include <random>
+#include <thread>
 
 #include "index.h"
 #include "links.h"
 
 namespace vi {
+
+// Guards one stripe of link lists while an add runs. Held for a list copy or one neighbour
+// selection: a pthread mutex cost 8% of a build's CPU (perf) in lock calls alone, uncontended.
+// A holder descheduled on a busy machine is waited for by yielding, not by burning the core.
+class SlotLock {
+ public:
+  void lock() {
+    for (int spins = 0; flag_.exchange(true, std::memory_order_acquire);) {
+      while (flag_.load(std::memory_order_relaxed)) {
+        if (++spins < 64) {
+          __builtin_ia32_pause();
+        } else {
+          std::this_thread::yield();
+        }
+      }
+    }
+  }
+  void unlock() { flag_.store(false, std::memory_order_release); }
+
+ private:
+  std::atomic<bool> flag_{false};
+};
 
 class HNSWIndex : public Index {
  public:
@@ -50,7 +73,7 @@ class HNSWIndex : public Index {
   void write_links(uint32_t s, int level, const std::vector<Hit>& hits);
   void prefetch_links(uint32_t s, int level) const;
   size_t capacity(int level) const { return level ? M_ : M0_; }
-  std::mutex& lock_of(uint32_t s) const { return locks_[s % kStripes]; }
+  SlotLock& lock_of(uint32_t s) const { return locks_[s % kStripes]; }
 
   std::vector<uint32_t> place(const float* x, size_t n, const int64_t* ids);
   void insert(uint32_t s, const float* q, float qn);
@@ -69,7 +92,8 @@ class HNSWIndex : public Index {
   float node_dist(uint32_t a, uint32_t b) const;
   void prefetch_row(uint32_t s) const;
 
-  static constexpr size_t kStripes = 4096;
+  // One byte each: many stripes in little memory, so two threads rarely share a cache line.
+  static constexpr size_t kStripes = 1 << 16;
   static constexpr int kMaxLevel = 30;
   size_t M_, M0_, efc_;
   std::atomic<size_t> ef_search_;
@@ -82,7 +106,7 @@ class HNSWIndex : public Index {
   int32_t max_level_ = -1;
   uint32_t entry_ = kNoSlot;
   std::mutex entry_mu_;
-  std::unique_ptr<std::mutex[]> locks_;
+  std::unique_ptr<SlotLock[]> locks_;
 };
 
 }  // namespace vi
