@@ -14,9 +14,9 @@ import vectorindex as vi
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
 def test_search_while_adding(kind):
-    d, batch, batches = 16, 200, 15
+    d, batch, least, most = 16, 200, 15, 300
     rng = np.random.default_rng(0)
-    xb = rng.standard_normal((batch * batches, d)).astype(np.float32)
+    xb = rng.standard_normal((batch * most, d)).astype(np.float32)
     index = vi.IndexFlat(d) if kind == "flat" else vi.IndexHNSW(d, M=8, ef_construction=40)
     index.add_with_ids(xb[:batch], np.arange(batch))
     added = threading.Event()
@@ -41,23 +41,33 @@ def test_search_while_adding(kind):
         except BaseException as e:  # noqa: BLE001 - any failure in a thread fails the test
             errors.append(e)
 
+    def overlapping() -> int:
+        return sum(any(s0 < a1 and a0 < s1 for a0, a1 in adds) for s0, s1 in list(searches))
+
     threads = [threading.Thread(target=searcher, args=(s,)) for s in range(3)]
     for t in threads:
         t.start()
-    for b in range(1, batches):
-        rows = slice(b * batch, (b + 1) * batch)
+    # Adds go on until searches ran during them: on a busy machine the searchers may get so
+    # little CPU that a fixed number of quick adds all pass between two searches.
+    batches = 1
+    while batches < least or (
+        batches < most and time.monotonic() < deadline and overlapping() < 10
+    ):
+        rows = slice(batches * batch, (batches + 1) * batch)
         limit[0] = rows.stop
         start = time.perf_counter()
         index.add_with_ids(xb[rows], np.arange(rows.start, rows.stop))
         adds.append((start, time.perf_counter()))
         index.remove_ids(np.arange(rows.start, rows.start + 10))
+        batches += 1
     added.set()
     for t in threads:
         t.join()
     assert not errors and not seen_bad
-    overlapped = sum(any(s0 < a1 and a0 < s1 for a0, a1 in adds) for s0, s1 in searches)
+    overlapped = overlapping()
     assert overlapped >= 10, f"only {overlapped} of {len(searches)} searches overlapped an add"
     assert index.ntotal == batch * batches - 10 * (batches - 1)
+    xb = xb[: batch * batches]
     _, found = index.search(xb, 1)
     removed = np.isin(
         np.arange(len(xb)), [b * batch + j for b in range(1, batches) for j in range(10)]
