@@ -95,3 +95,15 @@ def test_no_known_column_asked_keeps_one_for_the_rows(tmp_path: Path) -> None:
     assert store.schema.names == ["model"]
     count = store.query().aggregate(metrics={"n": "count"})
     assert count["n"].tolist() == [500]
+
+
+def test_ray_engine_loads_the_columns_asked_for(ray_session, tmp_path: Path) -> None:
+    [path] = write_logs(tmp_path, 3000, seed=2, noise=VARIANTS["mixed"])
+    columns = query_columns(SEED_FILTERS, ["route"], SEED_METRICS)
+    full = LogStore.from_jsonl(path, engine="arrow")
+    ray = LogStore.from_jsonl(path, engine="ray", chunk_bytes=100_000, columns=columns)
+    pd.testing.assert_frame_equal(seed(ray), seed(full))
+    assert set(ray.schema.names) == columns
+    assert ray.quarantine == full.quarantine
+    with pytest.raises(UnknownColumnError):
+        seed(ray, by=["region"])
