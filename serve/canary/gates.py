@@ -18,6 +18,9 @@ from serve.canary.agreement import Agreement
 from serve.canary.window import ArmCounts
 
 GateStatus = Literal["passed", "failed", "pending"]
+# A mean that is the threshold (six searches at 4/5 each against 0.8) must pass: summed floats
+# land a hair under it.
+TOLERANCE = 1e-9
 
 
 class GateConfig(StrictModel):
@@ -108,7 +111,7 @@ def evaluate(
             "success_rate",
             success_rate,
             cfg.min_success_rate,
-            success_rate is not None and success_rate >= cfg.min_success_rate,
+            success_rate is not None and success_rate >= cfg.min_success_rate - TOLERANCE,
             f"{canary.successes} successes in {canary.requests} requests",
             no_requests,
         ),
@@ -122,7 +125,7 @@ def evaluate(
                 f"overlap_at_{agreement.k}",
                 overlap,
                 cfg.min_overlap_at_10,
-                overlap is not None and overlap >= cfg.min_overlap_at_10,
+                overlap is not None and overlap >= cfg.min_overlap_at_10 - TOLERANCE,
                 f"mean of {agreement.search_pairs} shadowed searches "
                 f"({agreement.stable_version} vs {agreement.canary_version})",
                 f"{agreement.search_pairs} of {cfg.min_shadow_pairs} shadowed searches",

@@ -357,7 +357,8 @@ def test_a_reindexed_version_rolls_out_on_serve_and_becomes_champion(
     def search_load() -> None:
         with httpx.Client(base_url=url, timeout=60) as client:
             while not stop.is_set():
-                body = {"texts": [setup.texts["doc-03"][:80]], "k": 5}
+                # An unchanged document: its hits are the same chunks in both versions.
+                body = {"texts": [setup.texts["doc-05"][:80]], "k": 5}
                 statuses[client.post("/v1/search", json=body).status_code] += 1
 
     load = threading.Thread(target=search_load, daemon=True)
@@ -366,7 +367,10 @@ def test_a_reindexed_version_rolls_out_on_serve_and_becomes_champion(
         load.start()
         texts = dict(setup.texts)
         texts["doc-03"] = texts["doc-03"].replace(" ", " edited ", 3)
-        canary = '{"steps": [50, 100], "interval_s": 1, "min_requests": 10, "shadow": 0.5}'
+        # What this judges is the hand-over and the promotion; a loaded machine makes the
+        # embedder slow, so the latency gate is wide and the shadow light.
+        canary = ('{"steps": [50, 100], "interval_s": 1, "min_requests": 10, "shadow": 0.2, '
+                  '"gates": {"max_p99_s": 60, "min_shadow_pairs": 5}}')  # fmt: skip
         reindex(setup, write_corpus(tmp_path / "corpus", texts), tmp_path / "out",
                 "reindex.rollout=true", f"reindex.app={app}", f"reindex.canary={canary}",
                 f"reindex.canary_state={tmp_path / 'canary'}")  # fmt: skip
@@ -374,9 +378,11 @@ def test_a_reindexed_version_rolls_out_on_serve_and_becomes_champion(
         assert found["rollout"]["status"] == "running", found["rollout"]
         new = found["registry"]["version"]
 
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 300
         while setup.registry.show("champion")["version"] != new:
-            assert time.monotonic() < deadline, ray.get(find_controller(app).status.remote())
+            if time.monotonic() > deadline:
+                status = ray.get(find_controller(app).status.remote())
+                raise AssertionError(f"not promoted: {status['reason']}; {status['gates']}")
             time.sleep(0.5)
         stop.set()
         load.join(timeout=60)

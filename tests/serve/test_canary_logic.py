@@ -495,3 +495,17 @@ def test_config_and_state_validation_and_json_round_trip() -> None:
     assert RolloutState.from_json(state.to_json()) == state
     gate = state.history[-2].gates[0]
     assert isinstance(gate, GateResult) and gate.passed and gate.value == 0.0
+
+
+def test_a_mean_at_the_threshold_passes_its_gate() -> None:
+    # Six shadowed searches at 4/5 each: their float mean is a hair under 0.8.
+    agreement = Agreement("v1", "v2")
+    for _ in range(6):
+        agreement.add_search([1, 2, 3, 4, 5], [1, 2, 3, 4, 6])
+    assert agreement.mean_overlap < 0.8
+    canary = ArmCounts()
+    for _ in range(10):
+        canary.record(200, 0.01)
+    cfg = GateConfig(min_overlap_at_10=0.8, min_shadow_pairs=6)
+    results = evaluate(canary, agreement, cfg, index_arm=True)
+    assert verdict(results) == "passed", results
