@@ -84,9 +84,12 @@ class _StreamReader:
     def keep(self, event: str) -> bool:
         """Reads `event`; False for a usage chunk the client did not ask for."""
         payload = event.removeprefix("data: ").strip()
-        if not payload.startswith("{"):
+        try:
+            chunk = json.loads(payload) if payload.startswith("{") else None
+        except json.JSONDecodeError:  # not ours to judge: passed on as the engine sent it
+            chunk = None
+        if not isinstance(chunk, dict):
             return True
-        chunk = json.loads(payload)
         self.text.append(_first_text(chunk.get("choices") or []))
         if chunk.get("usage"):
             self.usage = _usage_counts(chunk["usage"])
