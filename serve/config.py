@@ -86,7 +86,10 @@ class CanaryConfig(StrictModel):
     )
     weight: int = Field(0, ge=0, le=100, description="percent of requests the canary answers")
     shadow: float = Field(
-        0, ge=0, le=1, description="share of searches also run on the other arm, compared"
+        0,
+        ge=0,
+        le=1,
+        description="share of searches and greedy LLM requests also run on the other arm, compared",
     )
     fault: FaultConfig | None = Field(None, description="faults injected into its answers")
 

@@ -29,3 +29,30 @@ def test_placement_bundles_follow_the_device() -> None:
         {"llm": {"num_gpus": 1, "tensor_parallel_size": 2, "num_cpus": 2}}
     ).llm
     assert placement_bundles(gpu) == [{"CPU": 2, "GPU": 1}, {"GPU": 1}]
+
+
+@pytest.mark.parametrize(
+    ("llms", "message"),
+    [
+        ({"llm_arms": [{"model": "tiny", "model_id": "next"}]}, "llm_arms needs llm"),
+        (
+            {
+                "llm": {"model": "tiny", "model_id": "m"},
+                "llm_arms": [{"model": "b", "model_id": "m"}],
+            },
+            "distinct model_ids",
+        ),
+    ],
+)
+def test_llm_arms_need_the_stable_llm_and_their_own_names(llms: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        validate(ServeAppConfig, llms, "serve args")
+
+
+def test_the_stable_arm_names_its_llm_and_every_llm_is_listed() -> None:
+    cfg = ServeAppConfig.model_validate(
+        {"llm": {"model": "tiny", "model_id": "m"}, "llm_arms": [{"model": "b", "model_id": "n"}]}
+    )
+    assert [llm.model_id for llm in cfg.llms] == ["m", "n"]
+    assert cfg.ingress_user_config()["llm"] == "m"
+    assert ServeAppConfig().llms == [] and ServeAppConfig().ingress_user_config()["llm"] is None
