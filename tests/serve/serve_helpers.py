@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from pipelines.documents.write import write_snapshot as write_snapshot_of
 from refinery.config import EmbeddingConfig
-from refinery.embedding import load_embedder
+from refinery.embedding import encode_texts, load_embedder
 
 APP = "refinery-test"
 MODEL_ID = "tiny-test"
@@ -39,11 +39,9 @@ def write_snapshot(
 ) -> tuple[Path, np.ndarray]:
     """A snapshot written by the document pipeline's writer, ids from `first_id` unless `ids`
     gives one per document; `extra`: more payload columns, a value per document."""
-    vectors = (
-        load_embedder(EmbeddingConfig())
-        .encode([text for _, _, text in DOCS], normalize_embeddings=True)
-        .astype(np.float32)
-    )
+    # Embedded as the documents job and the Serve embedder embed (refinery/embedding.py).
+    cfg = EmbeddingConfig()
+    vectors = encode_texts(load_embedder(cfg), [text for _, _, text in DOCS], cfg)
     table = pa.table(
         {
             "id": [name for name, _, _ in DOCS],
