@@ -155,7 +155,7 @@ class OpenAIForwarder:
         `on_end` learns how an answer given ended: at once when whole, at its end when
         streamed; an APIError raised here instead is the caller's to record."""
         streaming = bool(getattr(request, "stream", False))
-        reader = _StreamReader(_wants_usage(request)) if streaming else None
+        reader = _StreamReader(_wants_usage(request))
         stream = getattr(self.llm, method).remote(self._for_engine(request, streaming))
         try:
             first = await self._next(stream)
@@ -171,7 +171,7 @@ class OpenAIForwarder:
         if isinstance(first, BaseModel):
             _report(on_end, whole_generation(first))
             return first
-        return self._events(items, stream, reader or _StreamReader(True), on_end)
+        return self._events(items, stream, reader, on_end)
 
     def _for_engine(self, request: BaseModel, streaming: bool) -> BaseModel:
         update: dict[str, Any] = {"model": self.model_id}
