@@ -31,13 +31,13 @@ QUICK = {
 CHUNK = 5000  # embeddings are cached in files of this many vectors
 
 # HNSW data sets: name -> (dimension, metric, default corpus size, what it stands for). The
-# sizes are what a whole `--only hnsw` run on two cores affords (builds dominate); MiniLM's is
-# bounded by the first run's encoding, slow on CPU (the vectors are cached after it).
+# sizes are what a whole `--only hnsw` run on two cores affords (builds dominate); MiniLM's
+# first run encodes its texts (minutes on CPU; the vectors are cached after it).
 DATASETS: dict[str, tuple[int, str, int, str]] = {
     "feat96": (96, "l2", 100_000, "image-descriptor-like: correlated, heavy-tailed, >= 0"),
     "feat960": (960, "l2", 25_000, "GIST-like: 960 correlated non-negative features"),
     "gmm128": (128, "l2", 100_000, "Gaussian mixture on a 12-d subspace (low intrinsic dim)"),
-    "minilm": (384, "cosine", 9_000, "all-MiniLM-L6-v2 sentence embeddings, unit length"),
+    "minilm": (384, "cosine", 100_000, "all-MiniLM-L6-v2 sentence embeddings, unit length"),
     "unit96": (96, "cosine", 50_000, "feat96 centred and normalised to unit length"),
 }
 
@@ -72,6 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--build-repeat", type=int, default=1, help="HNSW builds per library (best is kept)"
     )
     parser.add_argument("--ef-construction", type=int, default=200)
+    parser.add_argument(
+        "--setups",
+        default=",".join(SETUPS),
+        help="vectorindex set-ups timed against hnswlib (--datasets), of: " + ", ".join(SETUPS),
+    )
     parser.add_argument("--target-recall", type=float, default=0.95)
     parser.add_argument("--cache-dir", default=".refinery/bench/index", help="embedding cache")
     parser.add_argument(
@@ -362,7 +367,7 @@ def bench_hnsw(xb, xq, args: argparse.Namespace) -> dict[str, Any]:
     builders = {
         "vectorindex": build_vi,
         "vectorindex_int8": lambda: build_vi(quantize="int8"),
-        "hnswlib": lambda: build_hnswlib(xb, xq, "cosine", threads, args),
+        "hnswlib": lambda: build_hnswlib(xb, xq, "cosine", threads, args)[0],
     }
     searchers, build_s = {}, {}
     for name, build in builders.items():
@@ -418,7 +423,7 @@ def build_hnswlib(xb, xq, metric: str, threads: int, args: argparse.Namespace):
         index.set_ef(ef)
         return index.knn_query(xq, args.k, num_threads=thr)[0]
 
-    return search
+    return search, index.index_file_size() / len(xb)
 
 
 def bench_memory(xb, args: argparse.Namespace, metric: str = "cosine") -> dict[str, float]:
@@ -504,6 +509,14 @@ def parse_datasets(text: str) -> list[tuple[str, int]]:
     return out
 
 
+# The vectorindex set-ups timed against hnswlib. "vectorindex-int8" walks the graph on int8
+# codes (a quarter of the bytes a distance reads) and re-ranks the ef candidates it found with
+# the float rows it keeps as well, as FAISS's HNSW-SQ8 with a refine step does.
+SETUPS: dict[str, dict[str, Any]] = {
+    "vectorindex": {},
+    "vectorindex-int8": {"quantize": "int8", "keep_float": True},
+}
+
 # Beam widths tried for recall; timing then runs only at those bracketing each recall level.
 EF_GRID = [10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 512, 768]
 
@@ -548,16 +561,35 @@ def compare_hnsw(xb, xq, metric: str, levels: list[float], args) -> dict[str, An
     truth = exact.search(xq, args.k)[1]
     del exact
 
-    def build_ours():
-        index = vi.IndexHNSW(d, metric, M=args.M, ef_construction=args.ef_construction)
-        vi.set_num_threads(build_threads)
-        index.add(xb)
-        return lambda ef, thr: index.search(xq, args.k, ef_search=ef, threads=thr)[1]
+    memory: dict[str, float] = {}
 
-    libs = {
-        "vectorindex": build_ours,
-        "hnswlib": lambda: build_hnswlib(xb, xq, metric, build_threads, args),
-    }
+    def build_ours(name: str) -> Callable[[], Any]:
+        def build():
+            index = vi.IndexHNSW(
+                d, metric, M=args.M, ef_construction=args.ef_construction, **SETUPS[name]
+            )
+            vi.set_num_threads(build_threads)
+            index.add(xb)
+            memory[name] = index.memory_usage() / n
+
+            def search(ef: int, thr: int):
+                # Re-rank the whole beam: a larger rerank would widen it past ef.
+                rerank = max(1, ef // args.k)
+                return index.search(xq, args.k, ef_search=ef, rerank=rerank, threads=thr)[1]
+
+            return search
+
+        return build
+
+    def build_theirs():
+        search, memory["hnswlib"] = build_hnswlib(xb, xq, metric, build_threads, args)
+        return search
+
+    ours = args.setups.split(",")
+    unknown = sorted(set(ours) - set(SETUPS))
+    if unknown:
+        raise SystemExit(f"unknown set-up {', '.join(unknown)}; known: {', '.join(SETUPS)}")
+    libs = {name: build_ours(name) for name in ours} | {"hnswlib": build_theirs}
     searchers: dict[str, Any] = {}
     build_s = {clock: {name: float("inf") for name in libs} for clock in CLOCKS}
     for _ in range(max(1, args.build_repeat)):
@@ -568,14 +600,17 @@ def compare_hnsw(xb, xq, metric: str, levels: list[float], args) -> dict[str, An
             spent = {"wall": time.perf_counter() - t, "cpu": time.process_time() - c}
             for clock in CLOCKS:
                 build_s[clock][name] = min(build_s[clock][name], spent[clock])
-    build_ratio = {c: build_s[c]["vectorindex"] / build_s[c]["hnswlib"] for c in CLOCKS}
+    build_ratio = {
+        name: {c: build_s[c][name] / build_s[c]["hnswlib"] for c in CLOCKS} for name in ours
+    }
     print(
-        f"build ({build_threads} threads, M={args.M}, ef_construction={args.ef_construction}): "
-        + ", ".join(f"{k} {v:.1f} s" for k, v in build_s["wall"].items())
-        + f" (ratio {build_ratio['wall']:.2f}x); CPU "
-        + ", ".join(f"{k} {v:.1f} s" for k, v in build_s["cpu"].items())
-        + f" (ratio {build_ratio['cpu']:.2f}x)"
+        f"build ({build_threads} threads, M={args.M}, ef_construction={args.ef_construction}), "
+        "wall (CPU): "
+        + ", ".join(
+            f"{k} {s:.1f} s ({build_s['cpu'][k]:.1f} s)" for k, s in build_s["wall"].items()
+        )
     )
+    print("bytes per vector: " + ", ".join(f"{k} {v:.0f}" for k, v in memory.items()))
     # Recall per ef does not depend on the thread count; stop a little past the top level.
     recall: dict[str, dict[int, float]] = {}
     for name, search in searchers.items():
@@ -618,14 +653,16 @@ def compare_hnsw(xb, xq, metric: str, levels: list[float], args) -> dict[str, An
     }
     for clock in CLOCKS:
         for thr in threads:
-            cells = []
-            for lv in levels:
-                ours = at_level[clock]["vectorindex"][thr][lv]
-                ref = at_level[clock]["hnswlib"][thr][lv]
-                ratio = f"{ours / ref:.2f}x" if ours and ref else "n/a"
-                cells.append(f"R{lv}: {_num(ours)} vs {_num(ref)} ({ratio})")
-            print(f"QPS ({clock}) {thr} thread(s): " + "; ".join(cells))
+            for name in ours:
+                cells = []
+                for lv in levels:
+                    mine = at_level[clock][name][thr][lv]
+                    ref = at_level[clock]["hnswlib"][thr][lv]
+                    ratio = f"{mine / ref:.2f}x" if mine and ref else "n/a"
+                    cells.append(f"R{lv}: {_num(mine)} vs {_num(ref)} ({ratio})")
+                print(f"QPS ({clock}) {thr} thread(s) {name}: " + "; ".join(cells))
     return {
+        "memory_bytes_per_vector": memory,
         "build_s": build_s,
         "build_ratio": build_ratio,
         "recall_by_ef": recall,
@@ -686,21 +723,25 @@ def print_summary(results: list[dict[str, Any]], levels: list[float], threads: l
     cols = [f"R{lv} {t}t" for lv in levels for t in threads]
     for clock in CLOCKS:
         print(
-            f"\nQPS ratio vectorindex / hnswlib at recall@k ({clock} clock; higher is better), "
-            "build time ratio (lower is better):"
+            f"\nQPS ratio to hnswlib at recall@k ({clock} clock; higher is better), build time "
+            "ratio (lower is better), memory ratio:"
         )
         print(
-            f"{'data set':>10} {'n':>7} {'d':>4} " + " ".join(f"{c:>10}" for c in cols) + "  build"
+            f"{'data set':>10} {'n':>7} {'d':>4} {'set-up':>16} "
+            + " ".join(f"{c:>10}" for c in cols)
+            + "  build memory"
         )
         for r in results:
-            cells = []
-            for lv in levels:
-                for t in threads:
-                    ours = r["qps_at_recall"][clock]["vectorindex"][t][lv]
-                    ref = r["qps_at_recall"][clock]["hnswlib"][t][lv]
-                    cells.append(f"{ours / ref:.2f}x" if ours and ref else "n/a")
-            print(
-                f"{r['name']:>10} {r['n']:>7} {r['d']:>4} "
-                + " ".join(f"{c:>10}" for c in cells)
-                + f"  {r['build_ratio'][clock]:.2f}x"
-            )
+            for name, build_ratio in r["build_ratio"].items():
+                cells = []
+                for lv in levels:
+                    for t in threads:
+                        mine = r["qps_at_recall"][clock][name][t][lv]
+                        ref = r["qps_at_recall"][clock]["hnswlib"][t][lv]
+                        cells.append(f"{mine / ref:.2f}x" if mine and ref else "n/a")
+                memory = r["memory_bytes_per_vector"]
+                print(
+                    f"{r['name']:>10} {r['n']:>7} {r['d']:>4} {name:>16} "
+                    + " ".join(f"{c:>10}" for c in cells)
+                    + f"  {build_ratio[clock]:.2f}x {memory[name] / memory['hnswlib']:.2f}x"
+                )

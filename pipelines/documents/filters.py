@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import string
 
@@ -10,6 +11,14 @@ from pipelines.documents.steps import Doc, Filter
 
 _BULLETS = ("•", "-", "*", "‣", "◦")
 _PUNCTUATION = string.punctuation + "“”‘’«»–—…"
+# Per-token tests as compiled searches, not Python loops over characters. `[^\W_]` is a
+# character for which str.isalnum() holds; `[^\W\d_]` also lets through the numeric
+# characters that are not letters (a candidate, confirmed with str.isalpha()).
+_HAS_ALNUM = re.compile(r"[^\W_]").search
+_ALPHA_CANDIDATE = re.compile(r"[^\W\d_]").search
+# Lines (by "\n") with a non-space character, and those whose first one is a bullet.
+_NONBLANK_LINE = re.compile(r"^[^\S\n]*\S", re.M)
+_BULLET_LINE = re.compile(r"^[^\S\n]*[" + re.escape("".join(_BULLETS)) + "]", re.M)
 
 
 class LengthFilter(Filter):
@@ -54,7 +63,7 @@ class GopherQuality(Filter):
         tokens = text.split()
         # Tokens with a letter or digit are words; pure punctuation is not. (Most tokens are
         # all letters: the whole-token test answers them without a Python loop per char.)
-        words = [t for t in tokens if t.isalnum() or any(c.isalnum() for c in t)]
+        words = [t for t in tokens if t.isalnum() or _HAS_ALNUM(t)]
         n = len(words)
         if cfg.min_words is not None and n < cfg.min_words:
             return "min_words"
@@ -62,7 +71,8 @@ class GopherQuality(Filter):
             return "max_words"
         if n == 0:
             return "min_words"
-        mean = sum(len(w.strip(_PUNCTUATION)) for w in words) / n
+        bare = list(map(str.strip, words, itertools.repeat(_PUNCTUATION, n)))
+        mean = sum(map(len, bare)) / n
         if cfg.min_mean_word_length is not None and mean < cfg.min_mean_word_length:
             return "min_mean_word_length"
         if cfg.max_mean_word_length is not None and mean > cfg.max_mean_word_length:
@@ -70,18 +80,25 @@ class GopherQuality(Filter):
         symbols = text.count("#") + text.count("...") + text.count("…")
         if cfg.max_symbol_word_ratio is not None and symbols / n > cfg.max_symbol_word_ratio:
             return "symbol_word_ratio"
-        lines = [line for line in text.split("\n") if line.strip()]
-        bullets = sum(line.lstrip().startswith(_BULLETS) for line in lines)
-        if (
-            cfg.max_bullet_lines_ratio is not None
-            and bullets / len(lines) > cfg.max_bullet_lines_ratio
-        ):
-            return "bullet_lines"
-        alpha = sum(t.isalpha() or any(c.isalpha() for c in t) for t in tokens) / len(tokens)
-        if cfg.min_alpha_words_ratio is not None and alpha < cfg.min_alpha_words_ratio:
-            return "alpha_words"
+        if cfg.max_bullet_lines_ratio is not None:
+            bullets = len(_BULLET_LINE.findall(text)) / len(_NONBLANK_LINE.findall(text))
+            if bullets > cfg.max_bullet_lines_ratio:
+                return "bullet_lines"
+        if cfg.min_alpha_words_ratio is not None:
+            alpha = sum(map(_has_alpha, tokens)) / len(tokens)
+            if alpha < cfg.min_alpha_words_ratio:
+                return "alpha_words"
         if cfg.min_stop_words is not None:
-            stops = sum(w.strip(_PUNCTUATION).lower() in self._stop_words for w in words)
+            stops = sum(map(self._stop_words.__contains__, map(str.lower, bare)))
             if stops < cfg.min_stop_words:
                 return "stop_words"
         return True
+
+
+def _has_alpha(token: str) -> bool:
+    if token.isalpha():
+        return True
+    found = _ALPHA_CANDIDATE(token)
+    if found is None:
+        return False
+    return found.group().isalpha() or any(c.isalpha() for c in token)

@@ -87,6 +87,14 @@ def test_normalize_nfc_controls_whitespace() -> None:
     assert normalize(raw) == "Caf\u00e9 bar\n\nnext line"
 
 
+def test_normalize_strips_each_line_of_every_kind_of_space() -> None:
+    # Spaces of other kinds (no-break, ideographic, line separator) are spaces too; a line of
+    # nothing but spaces is blank; only "\n" (and CR) end a line.
+    raw = "\u3000 a\u00a0\u00a0b \n \u2028 \n\t\nc\u2028d\u3000"
+    assert normalize(raw) == "a b\n\nc d"
+    assert normalize(" \n x \n\n\n\n y\t") == "x\n\ny"
+
+
 def test_formatters_only_touch_their_documents() -> None:
     html, text = HtmlToText(None), Normalize(NormalizeConfig())  # type: ignore[arg-type]
     doc = {"text": "<p>a &amp; b</p>", "format": "text"}
@@ -130,6 +138,27 @@ def test_repetition_filter() -> None:
 def test_gopher_rules(text: str, rule: str | None) -> None:
     cfg = GopherConfig(max_symbol_word_ratio=0.1 if rule != "alpha_words" else None)
     assert GopherQuality(cfg).process({"text": text}) == rule
+
+
+def _gopher_only(**rules: float) -> GopherQuality:
+    """The gopher filter with every rule off but `rules`."""
+    off = {name: None for name in GopherConfig.model_fields if name.startswith(("min_", "max_"))}
+    return GopherQuality(GopherConfig(**{**off, **rules}))
+
+
+def test_gopher_counts_words_letters_and_bullets_by_character_class() -> None:
+    # A token with a letter or digit anywhere is a word ("(x)", "٣"); one with a letter is
+    # alphabetic, a numeric like "²" or "Ⅷ" is not a letter; bullets count after spaces of
+    # any kind, on non-blank lines only.
+    words = _gopher_only(min_words=4, max_words=4)
+    assert words.process({"text": "(x) ٣ -- ²² Ⅷ"}) is None
+    alpha = _gopher_only(min_alpha_words_ratio=0.5)
+    assert alpha.process({"text": "²² Ⅷ ٣٣ word"}) == "alpha_words"
+    assert alpha.process({"text": "x² Ⅷ ٣٣ word"}) is None
+    bullets = _gopher_only(max_bullet_lines_ratio=0.5)
+    text = "intro line\n\n \n\u3000• one\n\t- two\nclosing words"
+    assert bullets.process({"text": text}) is None
+    assert bullets.process({"text": text + "\n * three"}) == "bullet_lines"
 
 
 def test_gopher_rule_switched_off() -> None:
@@ -231,6 +260,12 @@ def test_read_html_declared_charset_text_parquet_and_unsupported(tmp_path) -> No
     html.write_bytes('<meta charset="iso-8859-1"><p>Grüße</p>'.encode("latin-1"))
     (doc,) = read_file(str(html), ReadConfig())
     assert doc["format"] == "html" and "Grüße" in doc["text"]
+    # The text is decoded once: a page's declared charset is not applied to it again.
+    assert html_to_text(doc["text"]).strip() == "Grüße"
+    shift_jis = '<meta http-equiv="Content-Type" content="text/html; charset=shift_jis">'
+    assert html_to_text(shift_jis + "<p>日本 — café</p>").strip() == "日本 — café"
+    xml = '<?xml version="1.0" encoding="latin-1"?><html><body>Grüße</body></html>'
+    assert html_to_text(xml) == "Grüße"
     utf16 = tmp_path / "notes.txt"
     utf16.write_text("wide text", encoding="utf-16")
     assert next(read_file(str(utf16), ReadConfig()))["text"] == "wide text"
