@@ -4,6 +4,7 @@ them."""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -89,12 +90,18 @@ class ArrowEngine(Engine):
         if len(pieces) <= 1:
             return finalize(partial(self.table, plan, self.prices), plan)
         # The kernels and Arrow release the GIL: pieces aggregate in parallel, then merge.
-        with ThreadPoolExecutor(max_workers=min(len(pieces), os.cpu_count() or 1)) as pool:
-            parts = list(pool.map(lambda piece: self._partial(piece, plan), pieces))
+        parts = list(_query_pool().map(lambda piece: self._partial(piece, plan), pieces))
         return finalize(merge(parts, plan), plan)
 
     def _partial(self, piece: pa.RecordBatch, plan: Plan) -> Partial:
         return partial(pa.Table.from_batches([piece]), plan, self.prices)
+
+
+@functools.cache
+def _query_pool() -> ThreadPoolExecutor:
+    """The threads every query of the process shares: a pool started per query cost about
+    what a piece's partial does, on every query."""
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="logs-query")
 
 
 def in_pieces(table: pa.Table, rows: int) -> pa.Table:
