@@ -3,6 +3,9 @@ count/sum/min/max, float-exact for averages, within the sketch error for percent
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +161,24 @@ def test_arrow_engine_in_pieces_matches_duckdb(log_dir: Path, reference, monkeyp
         ours = store.query().filter(**conds).aggregate(by=by, metrics=metrics, bucket=bucket)
         nkeys = len(by) + (1 if bucket else 0)
         assert_same(ours, duck(reference, select, where, keys), metrics, nkeys)
+
+
+def test_queries_from_many_threads_share_one_bounded_pool(log_dir: Path, monkeypatch) -> None:
+    monkeypatch.setattr(arrow_engine, "PIECE_ROWS", 4000)
+    store = LogStore.from_jsonl(log_dir, engine="arrow", chunk_bytes=300_000)
+
+    def answer(param) -> pd.DataFrame:
+        conds, by, metrics, bucket = param.values[:4]
+        return store.query().filter(**conds).aggregate(by=by, metrics=metrics, bucket=bucket)
+
+    alone = [answer(param) for param in QUERIES]
+    with ThreadPoolExecutor(4) as callers:
+        together = list(callers.map(answer, QUERIES * 3))
+    for ours, expected in zip(together, alone * 3, strict=True):
+        pd.testing.assert_frame_equal(ours, expected)
+    # The pieces ran on the process's query threads, not on threads started per query.
+    pool = [t for t in threading.enumerate() if t.name.startswith("logs-query")]
+    assert 0 < len(pool) <= (os.cpu_count() or 1)
 
 
 def test_pieces_join_small_chunks_and_keep_large_ones() -> None:
