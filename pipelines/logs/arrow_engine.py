@@ -5,6 +5,7 @@ them."""
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,8 +35,13 @@ ARROW_CHUNK_BYTES = (1 << 20, 64 << 20)
 # The table is kept in pieces of at least this many rows (smaller parsed chunks are joined),
 # each one chunk with its own dictionaries; a query makes one partial per piece, in threads.
 # Joining every chunk into one table cost a copy of the whole table at load; each partial
-# has a fixed cost (Python around the compiled passes), small next to this many rows' work.
+# has a fixed cost (Python around the compiled passes, which holds the GIL, so the threads
+# take turns on it), small next to this many rows' work.
 PIECE_ROWS = 100_000
+# ... and no more than this many pieces per CPU: on a small table the pieces' fixed costs
+# outweigh their rows' work, while two per CPU still let a thread that finishes early take
+# over the work of one that was descheduled.
+PIECES_PER_CPU = 2
 
 
 def arrow_chunk_bytes(files: Sequence[LogFile]) -> int:
@@ -63,7 +69,8 @@ class ArrowEngine(Engine):
         self._quarantine = number_lines(chunks, summaries)
         self._scan = scan_stats(files, summaries, self._quarantine)
         known = known_built(built_columns(columns))
-        self.table = in_pieces(concat_tables([p.table for p in parsed], known), PIECE_ROWS)
+        table = concat_tables([p.table for p in parsed], known)
+        self.table = in_pieces(table, piece_rows(table.num_rows))
 
     @property
     def scan(self) -> ScanStats:
@@ -102,6 +109,11 @@ def _query_pool() -> ThreadPoolExecutor:
     """The threads every query of the process shares: a pool started per query cost about
     what a piece's partial does, on every query."""
     return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="logs-query")
+
+
+def piece_rows(rows: int) -> int:
+    """The fewest rows a piece of a table of `rows` rows holds."""
+    return max(PIECE_ROWS, math.ceil(rows / (PIECES_PER_CPU * (os.cpu_count() or 1))))
 
 
 def in_pieces(table: pa.Table, rows: int) -> pa.Table:

@@ -153,6 +153,7 @@ def test_arrow_engine_matches_duckdb(
 def test_arrow_engine_in_pieces_matches_duckdb(log_dir: Path, reference, monkeypatch) -> None:
     # A large table is kept in pieces (small chunks joined), one partial per piece, merged.
     monkeypatch.setattr(arrow_engine, "PIECE_ROWS", 4000)
+    monkeypatch.setattr(arrow_engine, "PIECES_PER_CPU", 1000)
     store = LogStore.from_jsonl(log_dir, engine="arrow", chunk_bytes=300_000)
     pieces = store.backend.table.to_batches()
     assert len(pieces) >= 5 and all(p.num_rows >= 4000 for p in pieces[:-1])
@@ -165,6 +166,7 @@ def test_arrow_engine_in_pieces_matches_duckdb(log_dir: Path, reference, monkeyp
 
 def test_queries_from_many_threads_share_one_bounded_pool(log_dir: Path, monkeypatch) -> None:
     monkeypatch.setattr(arrow_engine, "PIECE_ROWS", 4000)
+    monkeypatch.setattr(arrow_engine, "PIECES_PER_CPU", 1000)
     store = LogStore.from_jsonl(log_dir, engine="arrow", chunk_bytes=300_000)
 
     def answer(param) -> pd.DataFrame:
@@ -179,6 +181,12 @@ def test_queries_from_many_threads_share_one_bounded_pool(log_dir: Path, monkeyp
     # The pieces ran on the process's query threads, not on threads started per query.
     pool = [t for t in threading.enumerate() if t.name.startswith("logs-query")]
     assert 0 < len(pool) <= (os.cpu_count() or 1)
+
+
+def test_a_table_is_kept_in_at_most_a_few_pieces_per_cpu(monkeypatch) -> None:
+    monkeypatch.setattr(arrow_engine.os, "cpu_count", lambda: 4)
+    assert arrow_engine.piece_rows(50_000) == arrow_engine.PIECE_ROWS
+    assert arrow_engine.piece_rows(8_000_001) == 1_000_001  # 8 pieces, the last one short
 
 
 def test_pieces_join_small_chunks_and_keep_large_ones() -> None:
