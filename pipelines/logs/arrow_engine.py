@@ -111,6 +111,10 @@ def _query_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="logs-query")
 
 
+# A forked child has none of its parent's threads: it starts a pool of its own.
+os.register_at_fork(after_in_child=_query_pool.cache_clear)
+
+
 def piece_rows(rows: int) -> int:
     """The fewest rows a piece of a table of `rows` rows holds."""
     return max(PIECE_ROWS, math.ceil(rows / (PIECES_PER_CPU * (os.cpu_count() or 1))))

@@ -3,6 +3,7 @@ count/sum/min/max, float-exact for averages, within the sketch error for percent
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -181,6 +182,23 @@ def test_queries_from_many_threads_share_one_bounded_pool(log_dir: Path, monkeyp
     # The pieces ran on the process's query threads, not on threads started per query.
     pool = [t for t in threading.enumerate() if t.name.startswith("logs-query")]
     assert 0 < len(pool) <= (os.cpu_count() or 1)
+
+
+def test_a_forked_child_queries_on_a_pool_of_its_own(log_dir: Path, monkeypatch) -> None:
+    # The parent's pool is in use (threads started) when the child is forked; the child's
+    # query must not wait on threads that do not exist in it.
+    monkeypatch.setattr(arrow_engine, "PIECE_ROWS", 4000)
+    monkeypatch.setattr(arrow_engine, "PIECES_PER_CPU", 1000)
+    store = LogStore.from_jsonl(log_dir, engine="arrow", chunk_bytes=300_000)
+    expected = store.query().aggregate(by=["model"], metrics={"n": "count"})
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as child:
+        answer = child.apply_async(_count_by_model, (store,)).get(timeout=60)
+    pd.testing.assert_frame_equal(answer, expected)
+
+
+def _count_by_model(store: LogStore) -> pd.DataFrame:
+    return store.query().aggregate(by=["model"], metrics={"n": "count"})
 
 
 def test_a_table_is_kept_in_at_most_a_few_pieces_per_cpu(monkeypatch) -> None:
