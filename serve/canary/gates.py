@@ -23,6 +23,11 @@ GateStatus = Literal["passed", "failed", "pending"]
 TOLERANCE = 1e-9
 
 
+def _reaches(value: float | None, minimum: float) -> bool:
+    """Whether a measured share reaches a `min_` gate's threshold."""
+    return value is not None and value >= minimum - TOLERANCE
+
+
 class GateConfig(StrictModel):
     max_error_rate: float = Field(
         0.01, ge=0, le=1, description="the canary's 5xx and timeouts must stay below this share"
@@ -111,7 +116,7 @@ def evaluate(
             "success_rate",
             success_rate,
             cfg.min_success_rate,
-            success_rate is not None and success_rate >= cfg.min_success_rate - TOLERANCE,
+            _reaches(success_rate, cfg.min_success_rate),
             f"{canary.successes} successes in {canary.requests} requests",
             no_requests,
         ),
@@ -125,7 +130,7 @@ def evaluate(
                 f"overlap_at_{agreement.k}",
                 overlap,
                 cfg.min_overlap_at_10,
-                overlap is not None and overlap >= cfg.min_overlap_at_10 - TOLERANCE,
+                _reaches(overlap, cfg.min_overlap_at_10),
                 f"mean of {agreement.search_pairs} shadowed searches "
                 f"({agreement.stable_version} vs {agreement.canary_version})",
                 f"{agreement.search_pairs} of {cfg.min_shadow_pairs} shadowed searches",
